@@ -1,0 +1,201 @@
+// Package blockdev is the one way updog reaches a disk: a small Device
+// interface over regular (image) files and Linux block devices alike.
+//
+// What it owns: opening a path, learning its size and logical sector size
+// (from the BLKGETSIZE64 and BLKSSZGET ioctls on block devices, in
+// blockdev_linux.go only), and presenting a partition as a Device of its own
+// with [Window].
+//
+// What it must never do: interpret the bytes it moves. Parsers and writers
+// (gptprio, verity) take a Device, never a path.
+//
+// Concurrency: a File may be used from several goroutines at once for
+// ReadAt and WriteAt (they are positional, as with *os.File); Sync and Close
+// must not race with each other.
+package blockdev
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Device is a random-access disk: a regular file, a block device, a window of
+// either, or an in-memory fake in tests.
+type Device interface {
+	io.ReaderAt
+	io.WriterAt
+	// Sync flushes every completed WriteAt to stable storage. It is
+	// mandatory: a Device that cannot sync must return an error, never
+	// pretend.
+	Sync() error
+	// Size is the length of the device in bytes.
+	Size() int64
+	// SectorSize is the logical sector size in bytes (512 or 4096).
+	SectorSize() int
+}
+
+// DefaultSectorSize is the logical sector size assumed for regular files
+// when Options.SectorSize is zero.
+const DefaultSectorSize = 512
+
+// ErrReadOnly is returned by WriteAt on a device opened read-only.
+var ErrReadOnly = errors.New("blockdev: device opened read-only")
+
+// Options controls Open.
+type Options struct {
+	// ReadOnly opens the device without write access.
+	ReadOnly bool
+	// Exclusive opens with O_EXCL. On Linux, O_EXCL on a block device fails
+	// with EBUSY when the device (or, for a whole disk, any of its
+	// partitions) is mounted or held by device-mapper. Use it for the
+	// inactive partition before writing an image into it; never for the
+	// booted whole disk, whose partitions are always held.
+	Exclusive bool
+	// SectorSize overrides the logical sector size of a regular file
+	// (disk images have no sector size of their own). It must be 512 or
+	// 4096 when set, and is ignored for block devices, which report theirs.
+	SectorSize int
+}
+
+// File is a Device backed by an *os.File: a regular file or a block device.
+type File struct {
+	f          *os.File
+	size       int64
+	sectorSize int
+	readOnly   bool
+	blockDev   bool
+}
+
+var _ Device = (*File)(nil)
+
+// Open opens a regular file or a block device node as a Device.
+func Open(path string, o Options) (*File, error) {
+	if o.SectorSize != 0 && o.SectorSize != 512 && o.SectorSize != 4096 {
+		return nil, fmt.Errorf("blockdev: sector size %d is not 512 or 4096", o.SectorSize)
+	}
+	flag := os.O_RDWR
+	if o.ReadOnly {
+		flag = os.O_RDONLY
+	}
+	if o.Exclusive {
+		flag |= exclusiveFlag
+	}
+	f, err := os.OpenFile(path, flag, 0)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	d := &File{f: f, readOnly: o.ReadOnly}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		d.size = fi.Size()
+		d.sectorSize = o.SectorSize
+		if d.sectorSize == 0 {
+			d.sectorSize = DefaultSectorSize
+		}
+	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
+		d.blockDev = true
+		if d.size, d.sectorSize, err = blockGeometry(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("blockdev: %s: %w", path, err)
+		}
+	default:
+		f.Close()
+		return nil, fmt.Errorf("blockdev: %s is neither a regular file nor a block device (mode %v)", path, m)
+	}
+	return d, nil
+}
+
+// ReadAt implements io.ReaderAt.
+func (d *File) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+
+// WriteAt implements io.WriterAt. A block device never grows: a write past
+// its end fails with io.ErrShortWrite wrapped in context.
+func (d *File) WriteAt(p []byte, off int64) (int, error) {
+	if d.readOnly {
+		return 0, ErrReadOnly
+	}
+	if d.blockDev && off+int64(len(p)) > d.size {
+		return 0, fmt.Errorf("blockdev: write of %d bytes at offset %d past the end of %s (%d bytes): %w",
+			len(p), off, d.f.Name(), d.size, io.ErrShortWrite)
+	}
+	n, err := d.f.WriteAt(p, off)
+	if end := off + int64(n); !d.blockDev && end > d.size {
+		d.size = end
+	}
+	return n, err
+}
+
+// Sync flushes the file's data to stable storage (fsync).
+func (d *File) Sync() error {
+	if d.readOnly {
+		return nil // nothing was written through this handle
+	}
+	return d.f.Sync()
+}
+
+// Size is the device size in bytes.
+func (d *File) Size() int64 { return d.size }
+
+// SectorSize is the logical sector size in bytes.
+func (d *File) SectorSize() int { return d.sectorSize }
+
+// IsBlockDevice reports whether the file is a block device node.
+func (d *File) IsBlockDevice() bool { return d.blockDev }
+
+// Name is the path the device was opened with.
+func (d *File) Name() string { return d.f.Name() }
+
+// Close closes the device.
+func (d *File) Close() error { return d.f.Close() }
+
+// Window presents the n bytes of d starting at off (a partition) as a Device.
+// Reads and writes outside the window fail rather than spilling into the
+// neighbouring partition; Sync syncs the whole underlying device.
+func Window(d Device, off, n int64) Device {
+	return &window{d: d, off: off, n: n}
+}
+
+type window struct {
+	d      Device
+	off, n int64
+}
+
+// ErrOutOfRange is returned by a window's WriteAt when the write would cross
+// the window's end.
+var ErrOutOfRange = errors.New("blockdev: access outside the window")
+
+func (w *window) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, ErrOutOfRange
+	}
+	if off >= w.n {
+		return 0, io.EOF
+	}
+	short := false
+	if max := w.n - off; int64(len(p)) > max {
+		p, short = p[:max], true
+	}
+	n, err := w.d.ReadAt(p, w.off+off)
+	if err == nil && short {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (w *window) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > w.n {
+		return 0, fmt.Errorf("writing %d bytes at offset %d of a %d-byte window: %w", len(p), off, w.n, ErrOutOfRange)
+	}
+	return w.d.WriteAt(p, w.off+off)
+}
+
+func (w *window) Sync() error     { return w.d.Sync() }
+func (w *window) Size() int64     { return w.n }
+func (w *window) SectorSize() int { return w.d.SectorSize() }

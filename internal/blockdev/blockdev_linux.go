@@ -1,0 +1,39 @@
+package blockdev
+
+import (
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const exclusiveFlag = unix.O_EXCL
+
+// blockGeometry asks the kernel for a block device's size and logical sector
+// size.
+func blockGeometry(f *os.File) (size int64, sectorSize int, err error) {
+	fd := int(f.Fd())
+	var sz uint64
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.BLKGETSIZE64, uintptr(unsafe.Pointer(&sz))); errno != 0 {
+		return 0, 0, os.NewSyscallError("ioctl(BLKGETSIZE64)", errno)
+	}
+	ss, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+	if err != nil {
+		return 0, 0, os.NewSyscallError("ioctl(BLKSSZGET)", err)
+	}
+	return int64(sz), ss, nil
+}
+
+// RereadPartitions asks the kernel to re-read the partition table of a whole
+// disk (BLKRRPART). It fails with EBUSY while partitions are in use, which is
+// normal on a booted disk: the kernel keeps its view and the new table is
+// read at the next boot.
+func (d *File) RereadPartitions() error {
+	if !d.blockDev {
+		return nil
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, d.f.Fd(), unix.BLKRRPART, 0); errno != 0 {
+		return os.NewSyscallError("ioctl(BLKRRPART)", errno)
+	}
+	return nil
+}

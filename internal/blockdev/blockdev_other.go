@@ -1,0 +1,17 @@
+//go:build !linux
+
+package blockdev
+
+import (
+	"errors"
+	"os"
+)
+
+const exclusiveFlag = os.O_EXCL
+
+func blockGeometry(*os.File) (int64, int, error) {
+	return 0, 0, errors.New("block devices are supported on Linux only")
+}
+
+// RereadPartitions is a no-op off Linux.
+func (d *File) RereadPartitions() error { return nil }

@@ -130,10 +130,10 @@ func UpgradeToInactive(t *Table, active Set) (*Table, error) {
 	return editInactive(t, active, func(nt *Table, l Layout, in Set) error {
 		a := Attrs(nt, l, in)
 		if a.Priority() != 0 || a.Successful() {
-			return fmt.Errorf("%w (set %v: %v)", ErrInactiveAlreadyMarked, in, a)
+			return fmt.Errorf("%w (set %v, partition %d: %v)", ErrInactiveAlreadyMarked, in, l.Sets[in].Boot, a)
 		}
 		if a.Tries() == 0 {
-			return fmt.Errorf("%w (set %v: %v)", ErrInactiveNotValid, in, a)
+			return fmt.Errorf("%w (set %v, partition %d: %v)", ErrInactiveNotValid, in, l.Sets[in].Boot, a)
 		}
 		setAttrs(nt, l, in, a.WithPriority(2).WithSuccessful(false))
 		setAttrs(nt, l, active, Attrs(nt, l, active).WithPriority(1))
@@ -158,7 +158,7 @@ func RollbackToInactive(t *Table, active Set) (*Table, error) {
 	return editInactive(t, active, func(nt *Table, l Layout, in Set) error {
 		a := Attrs(nt, l, in)
 		if !a.WillBoot() {
-			return fmt.Errorf("%w (set %v: %v)", ErrInactiveWontBoot, in, a)
+			return fmt.Errorf("%w (set %v, partition %d: %v)", ErrInactiveWontBoot, in, l.Sets[in].Boot, a)
 		}
 		setAttrs(nt, l, in, a.WithPriority(2))
 		setAttrs(nt, l, active, Attrs(nt, l, active).WithPriority(1))

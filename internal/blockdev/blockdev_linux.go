@@ -37,3 +37,13 @@ func (d *File) RereadPartitions() error {
 	}
 	return nil
 }
+
+// DeviceOf returns the major and minor numbers of the device holding the
+// filesystem that path is on.
+func DeviceOf(path string) (major, minor uint32, err error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, 0, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return unix.Major(st.Dev), unix.Minor(st.Dev), nil
+}

@@ -15,3 +15,8 @@ func blockGeometry(*os.File) (int64, int, error) {
 
 // RereadPartitions is a no-op off Linux.
 func (d *File) RereadPartitions() error { return nil }
+
+// DeviceOf is supported on Linux only.
+func DeviceOf(string) (uint32, uint32, error) {
+	return 0, 0, errors.New("finding the device of a filesystem is supported on Linux only")
+}

@@ -1,0 +1,44 @@
+# updog — run `make help` for the targets.
+GO       ?= go
+BIN      := bin
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/updog/updog/internal/version.V=$(VERSION)
+CMDS     := $(notdir $(wildcard cmd/*))
+FUZZTIME ?= 30s
+
+.DEFAULT_GOAL := help
+.PHONY: help build test bench fuzz demo lint tools clean
+
+help: ## show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build every command into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
+
+tools: ## install the external tools the tests compare against (as root, Debian)
+	@scripts/install-deps.sh
+
+test: tools ## install what is needed, then run every test with the race detector
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+bench: tools build ## run the benchmarks (each prints its ratio against its reference)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./...
+	@scripts/bench.sh
+
+fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+demo: build ## walk the A/B boot-state life cycle on a generated disk image
+	@scripts/demo.sh
+
+lint: ## gofmt, go vet
+	@test -z "$$(gofmt -s -l $$(git ls-files '*.go'))" || { gofmt -s -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean: ## remove build and demo output
+	rm -rf $(BIN) demo

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/image"
+	"github.com/updog/updog/internal/blockdev"
+)
+
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const topUsage = `Usage: imgbuild COMMAND [options]
+
+Commands:
+  disk      write an empty Bottlerocket A/B OS disk image
+  verity    build, verify and describe dm-verity hash trees
+
+Run imgbuild COMMAND --help for the options of each.
+`
+
+// usageError is a command-line mistake: exit 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+// errHelp is returned when --help was asked for and printed.
+var errHelp = errors.New("help shown")
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, topUsage)
+		return exitUsage
+	}
+	var err error
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, topUsage)
+		return exitOK
+	case "disk":
+		err = runDisk(ctx, args[1:], stdout)
+	case "verity":
+		err = runVerity(ctx, args[1:], stdout)
+	default:
+		err = usagef("unknown command %q\n\n%s", args[0], topUsage)
+	}
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "imgbuild: %v\n", err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "imgbuild: %s: %v\n", args[0], err)
+		return exitError
+	}
+}
+
+// newFlags returns a flag set whose --help prints synopsis and defaults to
+// stdout.
+func newFlags(name, synopsis string, stdout io.Writer) (*pflag.FlagSet, func([]string) error) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	help := fs.BoolP("help", "h", false, "show this help")
+	parse := func(args []string) error {
+		if err := fs.Parse(args); err != nil {
+			return usagef("%s: %v (see imgbuild %s --help)", name, err, name)
+		}
+		if *help {
+			fmt.Fprintf(stdout, "Usage: imgbuild %s\n\nOptions:\n", synopsis)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return errHelp
+		}
+		return nil
+	}
+	return fs, parse
+}
+
+// parseSize reads sizes such as 2GiB, 512MiB, 4096 or 1G (binary units).
+func parseSize(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	num := s
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("bad size %q (want a positive number with an optional KiB, MiB, GiB or TiB)", s)
+	}
+	return n * mult, nil
+}
+
+func runDisk(_ context.Context, args []string, stdout io.Writer) error {
+	fs, parse := newFlags("disk", "disk [--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT", stdout)
+	size := fs.String("size", "2GiB", "disk `SIZE` (KiB, MiB, GiB, TiB)")
+	ss := fs.Int("sector-size", 512, "logical sector size, 512 or 4096")
+	guid := fs.String("disk-guid", "", "disk `GUID` (default: random)")
+	asJSON := fs.Bool("json", false, "print the layout as JSON")
+	force := fs.Bool("force", false, "overwrite OUT if it exists")
+	if err := parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("disk: exactly one output file is needed")
+	}
+	bytes, err := parseSize(*size)
+	if err != nil {
+		return usagef("disk: --size: %v", err)
+	}
+	if *ss != 512 && *ss != 4096 {
+		return usagef("disk: --sector-size %d: want 512 or 4096", *ss)
+	}
+	var g gptprio.GUID
+	if *guid != "" {
+		if g, err = gptprio.ParseGUID(*guid); err != nil {
+			return usagef("disk: --disk-guid: %v", err)
+		}
+	} else {
+		rand.Read(g[:])
+		g[7] = g[7]&0x0f | 0x40 // version 4: the high nibble of field 3, little-endian on disk
+		g[8] = g[8]&0x3f | 0x80
+	}
+	plan, err := image.BottlerocketPlan(bytes)
+	if err != nil {
+		return err
+	}
+	out := fs.Arg(0)
+	flag := os.O_RDWR | os.O_CREATE | os.O_EXCL
+	if *force {
+		flag = os.O_RDWR | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(out, flag, 0o644)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(bytes)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out)
+		return err
+	}
+	d, err := blockdev.Open(out, blockdev.Options{SectorSize: *ss})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	t, err := image.CreateDisk(d, plan, g)
+	if err != nil {
+		os.Remove(out)
+		return err
+	}
+	type partJSON struct {
+		Number   int    `json:"number"`
+		Name     string `json:"name"`
+		Type     string `json:"type_guid"`
+		FirstLBA uint64 `json:"first_lba"`
+		LastLBA  uint64 `json:"last_lba"`
+	}
+	var parts []partJSON
+	for _, p := range t.Used() {
+		parts = append(parts, partJSON{p.Number, p.Name(), p.Type.String(), p.FirstLBA, p.LastLBA})
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"path": out, "bytes": bytes, "sector_size": *ss, "disk_guid": g.String(), "partitions": parts})
+	}
+	fmt.Fprintf(stdout, "%s: %d bytes, %d-byte sectors, disk GUID %v\n", out, bytes, *ss, g)
+	for _, p := range parts {
+		fmt.Fprintf(stdout, "  %2d  %-24s LBA %d-%d\n", p.Number, p.Name, p.FirstLBA, p.LastLBA)
+	}
+	return nil
+}

@@ -1,0 +1,128 @@
+// Package deps holds the test that enforces the project's import rules
+// (see ../shared/STYLE.md, "Package dependency direction"). It shells out
+// to `go list` so that it adds no dependency of its own.
+package deps
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/updog/updog/internal/testutil"
+)
+
+const mod = "github.com/updog/updog/"
+
+type pkg struct {
+	ImportPath string
+	Imports    []string
+	Deps       []string
+}
+
+func listAll(t *testing.T) map[string]pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", "./...")
+	cmd.Dir = testutil.ProjectRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string]pkg{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs[strings.TrimPrefix(p.ImportPath, mod)] = p
+	}
+	return pkgs
+}
+
+// chain finds an import path from a package to dep, for error messages.
+func chain(pkgs map[string]pkg, from, dep string) string {
+	seen := map[string]bool{from: true}
+	queue := [][]string{{from}}
+	for len(queue) > 0 {
+		path := queue[0]
+		queue = queue[1:]
+		p, ok := pkgs[strings.TrimPrefix(path[len(path)-1], mod)]
+		if !ok {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if imp == dep || strings.HasPrefix(imp, dep+"/") {
+				return strings.Join(append(path, imp), " -> ")
+			}
+			if !seen[imp] {
+				seen[imp] = true
+				queue = append(queue, append(append([]string(nil), path...), imp))
+			}
+		}
+	}
+	return from + " -> ... -> " + dep
+}
+
+func TestImportRules(t *testing.T) {
+	pkgs := listAll(t)
+	forbid := map[string][]string{
+		"gptprio":   {"net", mod + "updater", mod + "repo", mod + "image", mod + "signing", "github.com/theupdateframework", "github.com/ulikunitz", "github.com/klauspost"},
+		"verity":    {"net", mod + "updater", mod + "repo", mod + "image", mod + "signing", "github.com/theupdateframework"},
+		"waves":     {mod, "github.com"},
+		"manifest":  {"github.com/theupdateframework", mod + "updater", mod + "repo"},
+		"signing":   {mod + "updater", "net/http"},
+		"repo":      {mod + "updater", mod + "image", mod + "gptprio", mod + "internal/blockdev"},
+		"image":     {mod + "updater", mod + "repo", mod + "signing", "github.com/theupdateframework"},
+		"updater":   {mod + "repo", mod + "signing", mod + "image", "github.com/spf13/pflag"},
+		"cmd/updog": {mod + "repo", mod + "signing", mod + "image"},
+		// pflag links package net for its IP flag types, so the rule for the
+		// CLI is "no network client code", checked as net/http.
+		"cmd/signpost":        {"github.com/theupdateframework", "net/http"},
+		"cmd/tuftool":         {mod + "updater", mod + "internal/blockdev"},
+		"cmd/imgbuild":        {mod + "updater", mod + "repo"},
+		"internal/blockdev":   {mod},
+		"internal/atomicfile": {mod},
+	}
+	for name, bad := range forbid {
+		p, ok := pkgs[name]
+		if !ok {
+			continue // not written yet
+		}
+		for _, dep := range p.Deps {
+			for _, b := range bad {
+				if dep == b || strings.HasPrefix(dep, strings.TrimSuffix(b, "/")+"/") {
+					t.Errorf("%s must not depend on %s: %s", name, b, chain(pkgs, mod+name, dep))
+				}
+			}
+		}
+	}
+	for name, p := range pkgs {
+		for _, dep := range p.Deps {
+			if dep == mod+"internal/disktest" || dep == mod+"internal/testutil" {
+				t.Errorf("non-test code %s links test helper %s: %s", name, dep, chain(pkgs, mod+name, dep))
+			}
+		}
+		if strings.HasPrefix(name, "internal/") {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if imp == "golang.org/x/sys/unix" {
+				t.Errorf("%s imports golang.org/x/sys/unix: only internal/*_linux.go may", name)
+			}
+		}
+	}
+	// The orchestrators never import each other.
+	orch := []string{"updater", "repo", "image"}
+	for _, a := range orch {
+		for _, b := range orch {
+			if p, ok := pkgs[a]; ok && a != b {
+				for _, dep := range p.Deps {
+					if dep == mod+b {
+						t.Errorf("%s must not import %s: %s", a, b, chain(pkgs, mod+a, dep))
+					}
+				}
+			}
+		}
+	}
+}

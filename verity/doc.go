@@ -1,0 +1,26 @@
+// Package verity builds, verifies and describes dm-verity hash trees
+// (format version 1, the layout of the Linux kernel and of cryptsetup's
+// veritysetup), byte for byte as veritysetup writes them.
+//
+// Layout of a hash device: at the hash offset an optional 512-byte
+// superblock, in a hash block of its own; then the hash tree, its levels from
+// the top (one block) down to level 0, whose entries are the digests of the
+// data blocks. Each entry is hash(salt || block), padded with zeros to a
+// power-of-two stride; the root hash is hash(salt || top block). A device of
+// a single data block has no tree: its root hash is that block's digest.
+//
+// What it owns: the tree geometry, the superblock, building a tree from data
+// streaming past ([Builder]; the bottom level is hashed on every core),
+// checking a stored tree against data ([Verify], [Tree.Check]) with the first
+// bad block reported exactly as veritysetup reports it, and the kernel's
+// table line ([Info.Table], [Info.KernelParam]).
+//
+// What it trusts: nothing read from a device; superblocks are validated field
+// by field ([ParseSuperblock]). What it must never do: read or write outside
+// the data and hash ranges it was given, or hold the data in memory: memory
+// grows with the tree (about 8 MiB per GiB of data with 4096-byte blocks and
+// sha256), never with the data.
+//
+// Concurrency: a Builder is for one goroutine (it starts workers of its
+// own); a finished Tree may be read from several goroutines.
+package verity

@@ -1,0 +1,211 @@
+package verity
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Sentinel errors of verification.
+var (
+	// ErrCorrupt means the data or the hash device does not match: every
+	// *MismatchError matches it.
+	ErrCorrupt = errors.New("verity: corrupt")
+	// ErrRootHashMismatch means the tree is consistent but its root is not
+	// the expected root hash.
+	ErrRootHashMismatch = errors.New("verity: root hash mismatch")
+)
+
+// MismatchError names the first bad block, found in the order veritysetup
+// verifies: level 0 (data blocks against their stored digests) first, then
+// each level above, then the root. Offset is the byte offset veritysetup
+// prints as the "position".
+type MismatchError struct {
+	// Device is "data" or "hash": the device holding the block whose
+	// digest does not match, or holding non-zero spare bytes.
+	Device string
+	// Block is the block number on that device (data blocks, or hash
+	// blocks counted from the start of the hash device).
+	Block uint64
+	// Offset is the byte offset on that device: the block's start, or the
+	// start of the spare area that is not zero.
+	Offset int64
+	// Spare is set when the padding of a hash block is not zero.
+	Spare bool
+	// Level is the tree level whose stored entry disagreed (0 = bottom).
+	Level int
+}
+
+func (e *MismatchError) Error() string {
+	if e.Spare {
+		return fmt.Sprintf("verity: spare area of hash block %d is not zeroed at position %d", e.Block, e.Offset)
+	}
+	return fmt.Sprintf("verity: %s block %d (position %d) does not match its digest in hash level %d", e.Device, e.Block, e.Offset, e.Level)
+}
+
+// Is makes every MismatchError match ErrCorrupt.
+func (e *MismatchError) Is(target error) bool { return target == ErrCorrupt }
+
+// Check compares the hash device with the tree, level by level from the
+// bottom, and returns a *MismatchError for the first difference (see
+// MismatchError for the order). The superblock is not compared: read it
+// with ReadSuperblock.
+func (t *Tree) Check(hash io.ReaderAt) error {
+	hbs := t.HashBlockSize
+	stored := make([]byte, 0, chunkBytes)
+	for lvl := 0; lvl < t.g.levels; lvl++ {
+		blockNo := t.g.levelStart[lvl]
+		entryNo := uint64(0) // entries of this level: one per lower block
+		var cmpErr error
+		compare := func(want []byte) bool {
+			stored = stored[:len(want)]
+			off := int64(blockNo) * int64(hbs)
+			if n, err := hash.ReadAt(stored, off); n < len(stored) {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = fmt.Errorf("the hash device ends before hash block %d (needs %d bytes)", blockNo+uint64(len(want)/hbs), t.HashDeviceSize)
+				}
+				cmpErr = fmt.Errorf("verity: reading hash level %d at offset %d: %w", lvl, off, err)
+				return false
+			}
+			if bytes.Equal(stored, want) {
+				blockNo += uint64(len(want) / hbs)
+				entryNo += uint64(len(want) / hbs * t.g.perBlock)
+				return true
+			}
+			cmpErr = t.mismatch(lvl, stored, want, blockNo, entryNo)
+			return false
+		}
+		if lvl == 0 {
+			for _, c := range t.level0 {
+				if !compare(c.entries) {
+					return cmpErr
+				}
+			}
+			continue
+		}
+		for e := t.upper[lvl-1]; len(e) > 0; {
+			n := min(len(e), chunkBytes/hbs*hbs)
+			if !compare(e[:n]) {
+				return cmpErr
+			}
+			e = e[n:]
+		}
+	}
+	return nil
+}
+
+// mismatch locates the first differing byte of a run of blocks of level
+// lvl that starts at hash block blockNo and entry entryNo.
+func (t *Tree) mismatch(lvl int, stored, want []byte, blockNo, entryNo uint64) error {
+	hbs := t.HashBlockSize
+	i := 0
+	for stored[i] == want[i] {
+		i++
+	}
+	blk := blockNo + uint64(i/hbs)
+	inBlock := i % hbs
+	entry := inBlock / t.g.stride
+	used := uint64(0) // entries used in this block
+	if total := t.levelEntries(lvl); total > entryNo+uint64(i/hbs*t.g.perBlock) {
+		used = min(uint64(t.g.perBlock), total-entryNo-uint64(i/hbs*t.g.perBlock))
+	}
+	blockOff := int64(blk) * int64(hbs)
+	if uint64(entry) >= used { // past the last used entry: the block's tail
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(used)*int64(t.g.stride), Spare: true, Level: lvl}
+	}
+	if inBlock%t.g.stride >= t.g.digestSize { // an entry's padding
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(entry*t.g.stride+t.g.digestSize), Spare: true, Level: lvl}
+	}
+	lower := entryNo + uint64(i/hbs*t.g.perBlock) + uint64(entry)
+	if lvl == 0 {
+		return &MismatchError{Device: "data", Block: lower, Offset: int64(lower) * int64(t.DataBlockSize), Level: 0}
+	}
+	hb := t.g.levelStart[lvl-1] + lower
+	return &MismatchError{Device: "hash", Block: hb, Offset: int64(hb) * int64(hbs), Level: lvl}
+}
+
+// levelEntries is the number of entries in level lvl: data blocks for level
+// 0, blocks of the level below otherwise.
+func (t *Tree) levelEntries(lvl int) uint64 {
+	if lvl == 0 {
+		return t.DataBlocks
+	}
+	return t.g.levelSize[lvl-1]
+}
+
+// CheckRoot compares the tree's root hash with want in constant time.
+func (t *Tree) CheckRoot(want []byte) error {
+	if subtle.ConstantTimeCompare(t.RootHash, want) != 1 {
+		return fmt.Errorf("%w: computed %x, expected %x", ErrRootHashMismatch, t.RootHash, want)
+	}
+	return nil
+}
+
+// Build reads the data (size bytes of it, from offset 0) and returns its
+// tree. Nothing is written.
+func Build(data io.ReaderAt, size int64, p Params) (*Tree, error) {
+	b, err := NewBuilder(p)
+	if err != nil {
+		return nil, err
+	}
+	if p.DataBlocks != 0 {
+		need := int64(p.DataBlocks) * int64(p.DataBlockSize)
+		if need > size {
+			return nil, fmt.Errorf("verity: %d data blocks of %d bytes need %d bytes, the data has %d", p.DataBlocks, p.DataBlockSize, need, size)
+		}
+		size = need
+	}
+	if _, err := b.ReadFrom(io.NewSectionReader(data, 0, size)); err != nil {
+		return nil, fmt.Errorf("verity: reading data: %w", err)
+	}
+	return b.Close()
+}
+
+// Format builds the tree of the data and writes it (with the superblock,
+// unless p.NoSuperblock) to the hash device, like veritysetup format.
+func Format(data io.ReaderAt, size int64, hash io.WriterAt, p Params) (*Tree, error) {
+	t, err := Build(data, size, p)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.WriteTo(hash); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Verify checks the data and hash devices against the root hash, like
+// veritysetup verify: the first bad block comes back as a *MismatchError, a
+// consistent tree with another root as ErrRootHashMismatch.
+func Verify(data io.ReaderAt, size int64, hash io.ReaderAt, p Params, root []byte) error {
+	if p.DataBlocks == 0 {
+		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
+	}
+	t, err := Build(data, size, p)
+	if err != nil {
+		return err
+	}
+	if err := t.Check(hash); err != nil {
+		return err
+	}
+	return t.CheckRoot(root)
+}
+
+// ParseRootHash decodes a hex root hash and checks its length.
+func ParseRootHash(s, alg string) ([]byte, error) {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("verity: root hash %q is not hex: %w", s, err)
+	}
+	a, ok := algorithms[alg]
+	if !ok {
+		return nil, fmt.Errorf("%w: hash algorithm %q", ErrParams, alg)
+	}
+	if len(b) != a.size {
+		return nil, fmt.Errorf("verity: root hash has %d bytes, %s digests have %d", len(b), alg, a.size)
+	}
+	return b, nil
+}

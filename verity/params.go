@@ -4,6 +4,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
@@ -153,4 +154,24 @@ type Info struct {
 	// HashStart is the first tree block, in hash blocks: the hash_start of
 	// the kernel's table line.
 	HashStart uint64
+}
+
+// ParseUUID parses the canonical text form of a UUID into the byte order
+// the superblock stores (as written, big-endian).
+func ParseUUID(s string) ([16]byte, error) {
+	var u [16]byte
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return u, fmt.Errorf("%w: %q is not a UUID", ErrParams, s)
+	}
+	b, err := hex.DecodeString(s[0:8] + s[9:13] + s[14:18] + s[19:23] + s[24:])
+	if err != nil {
+		return u, fmt.Errorf("%w: %q is not a UUID", ErrParams, s)
+	}
+	copy(u[:], b)
+	return u, nil
+}
+
+// FormatUUID is the inverse of ParseUUID.
+func FormatUUID(u [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
 }

@@ -61,9 +61,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = usagef("unknown command %q\n\n%s", args[0], topUsage)
 	}
 	var ue *usageError
+	var vf *verifyFailed
 	switch {
 	case err == nil, errors.Is(err, errHelp):
 		return exitOK
+	case errors.As(err, &vf):
+		fmt.Fprintf(stderr, "imgbuild: verification failed: %v\n", err)
+		return exitCorrupt
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "imgbuild: %v\n", err)
 		return exitUsage
@@ -114,6 +118,12 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("bad size %q (want a positive number with an optional KiB, MiB, GiB or TiB)", s)
 	}
 	return n * mult, nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func runDisk(_ context.Context, args []string, stdout io.Writer) error {
@@ -189,9 +199,7 @@ func runDisk(_ context.Context, args []string, stdout io.Writer) error {
 		parts = append(parts, partJSON{p.Number, p.Name(), p.Type.String(), p.FirstLBA, p.LastLBA})
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"path": out, "bytes": bytes, "sector_size": *ss, "disk_guid": g.String(), "partitions": parts})
+		return writeJSON(stdout, map[string]any{"path": out, "bytes": bytes, "sector_size": *ss, "disk_guid": g.String(), "partitions": parts})
 	}
 	fmt.Fprintf(stdout, "%s: %d bytes, %d-byte sectors, disk GUID %v\n", out, bytes, *ss, g)
 	for _, p := range parts {

@@ -54,6 +54,15 @@ sp --active "$active" rollback-to-inactive
 sp --active "$active" cancel-upgrade
 sp --active "$active" status
 
+say "dm-verity: the hash tree that proves a root image is the one that was signed"
+head -c $((64 << 20)) /dev/urandom >"$dir/root.img"
+root=$("$bin/imgbuild" verity format --salt 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f "$dir/root.img" "$dir/hash.img")
+echo "root hash $root"
+"$bin/imgbuild" verity verify "$dir/root.img" "$dir/hash.img" "$root"
+printf '\xff' | dd of="$dir/root.img" bs=1 seek=$((4096 * 1000 + 17)) conv=notrunc status=none
+echo "(flipped one byte in data block 1000)"
+"$bin/imgbuild" verity verify "$dir/root.img" "$dir/hash.img" "$root" || echo "verify exited $? as it should"
+
 if command -v sgdisk >/dev/null 2>&1; then
   say "sgdisk's opinion of the table we wrote"
   sgdisk -v "$disk"

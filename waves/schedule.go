@@ -41,7 +41,7 @@ type Schedule struct {
 	Pauses []Pause
 }
 
-// Validate checks that seeds and start times both increase, that the first
+// Validate checks that seeds increase and start times do not decrease, that the first
 // wave starts at seed 0 (or there are no waves), and that pauses are
 // ordered and do not overlap.
 func (s Schedule) Validate() error {
@@ -54,8 +54,8 @@ func (s Schedule) Validate() error {
 			if w.Seed <= prev.Seed {
 				return fmt.Errorf("%w: seed %d follows seed %d", ErrSchedule, w.Seed, prev.Seed)
 			}
-			if !w.Start.After(prev.Start) {
-				return fmt.Errorf("%w: waves are unordered: seed %d starts at %s, not after seed %d at %s",
+			if w.Start.Before(prev.Start) {
+				return fmt.Errorf("%w: waves are unordered: seed %d starts at %s, before seed %d at %s",
 					ErrSchedule, w.Seed, w.Start.Format(time.RFC3339), prev.Seed, prev.Start.Format(time.RFC3339))
 			}
 		}

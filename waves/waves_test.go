@@ -257,13 +257,21 @@ func TestDecisions(t *testing.T) {
 	}
 	for _, bad := range []Schedule{
 		{Waves: []Wave{{5, start}}},
-		{Waves: []Wave{{0, start}, {10, start}}},
 		{Waves: []Wave{{0, start}, {10, start.Add(-time.Hour)}}},
 		{Waves: []Wave{{0, start}}, Pauses: []Pause{{From: start}, {From: start.Add(time.Hour)}}},
 	} {
 		if err := bad.Validate(); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
+	}
+	// Waves that start together are legal (Bottlerocket's own test data has
+	// them): the first of them simply has a window of no length.
+	same := Schedule{Waves: []Wave{{0, start}, {10, start}}}
+	if err := same.Validate(); err != nil {
+		t.Errorf("equal start times refused: %v", err)
+	}
+	if d := Eligible(Host{Seed: 5}, same, start); !d.Eligible {
+		t.Errorf("zero-length wave: %+v", d)
 	}
 }
 

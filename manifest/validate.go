@@ -1,0 +1,129 @@
+package manifest
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/updog/updog/waves"
+)
+
+// Problems are everything Validate found.
+type Problems []error
+
+func (p Problems) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%v: %d problem(s):", ErrInvalid, len(p))
+	for _, e := range p {
+		b.WriteString("\n  - ")
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Is makes Problems match ErrInvalid.
+func (p Problems) Is(target error) bool { return target == ErrInvalid }
+
+// Unwrap exposes each problem.
+func (p Problems) Unwrap() []error { return p }
+
+// Validate checks the whole manifest and returns every problem at once (a
+// Problems, matching ErrInvalid), or nil: each update has a variant, an
+// arch and all three image names; no two updates share variant, arch and
+// version; wave seeds start at 0 and both seeds and times increase;
+// pauses are ordered; migrations go forward.
+func (m *Manifest) Validate() error {
+	var ps Problems
+	seen := map[string]bool{}
+	for i, u := range m.Updates {
+		where := fmt.Sprintf("update %d (%s)", i+1, u)
+		add := func(format string, a ...any) { ps = append(ps, fmt.Errorf(where+": "+format, a...)) }
+		if u.Variant == "" {
+			add("no variant")
+		}
+		if u.Arch == "" {
+			add("no arch")
+		}
+		for name, v := range map[string]string{"boot": u.Images.Boot, "root": u.Images.Root, "hash": u.Images.Hash} {
+			if strings.TrimSpace(v) == "" {
+				add("no %s image name", name)
+			}
+		}
+		key := u.Variant + "\x00" + u.Arch + "\x00" + u.Version.String()
+		if seen[key] {
+			add("duplicate release: another update has the same variant, arch and version")
+		}
+		seen[key] = true
+		if err := u.Schedule().Validate(); err != nil {
+			add("%v", err)
+		}
+		if v := u.Images.Verity; v != nil && (v.RootHash == "" || len(v.RootHash)%2 != 0) {
+			add("images.verity.root_hash %q is not a hex digest", v.RootHash)
+		}
+	}
+	for _, mg := range m.Migrations {
+		if !mg.From.Less(mg.To) {
+			ps = append(ps, fmt.Errorf("migration %s: from is not below to", mg.key))
+		}
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	return ps
+}
+
+// Warnings are legal but noteworthy states: releases pulled back by a
+// max_version below them (no host takes them), waves that start together
+// (a window of no length), and wave seeds above 2048 (Bottlerocket ignores
+// them, and so do we).
+func (m *Manifest) Warnings() []string {
+	var w []string
+	for _, u := range m.Updates {
+		if u.MaxVersion.Less(u.Version) {
+			w = append(w, fmt.Sprintf("%s is above its max_version %s: it is pulled back and no host will take it", u, u.MaxVersion))
+		}
+		for i, wv := range u.Waves {
+			if i > 0 && wv.Seed <= waves.MaxSeed && wv.Start.Equal(u.Waves[i-1].Start.Time) {
+				w = append(w, fmt.Sprintf("%s: the waves at seeds %d and %d start at the same time: the first of them opens to all its hosts at once", u, u.Waves[i-1].Seed, wv.Seed))
+			}
+			if wv.Seed > waves.MaxSeed {
+				w = append(w, fmt.Sprintf("%s: wave seed %d is above %d and is ignored", u, wv.Seed, waves.MaxSeed))
+			}
+		}
+	}
+	return w
+}
+
+// FindMigrations lists the migrations to run from one version to another,
+// as Bottlerocket does: going forward, from each version take the
+// transition that reaches furthest without passing the target; going back,
+// the same list reversed.
+func (m *Manifest) FindMigrations(from, to Version) ([]string, error) {
+	if from.Compare(to) == 0 {
+		return nil, nil
+	}
+	lo, hi, back := from, to, false
+	if to.Less(from) {
+		lo, hi, back = to, from, true
+	}
+	var out []string
+	for v := lo; v.Compare(hi) != 0; {
+		var best *Migration
+		for i := range m.Migrations {
+			mg := &m.Migrations[i]
+			if mg.From.Compare(v) == 0 && !hi.Less(mg.To) && (best == nil || best.To.Less(mg.To)) {
+				best = mg
+			}
+		}
+		if best == nil {
+			return nil, fmt.Errorf("manifest: no migration path from %s toward %s", v, hi)
+		}
+		out = append(out, best.Names...)
+		v = best.To
+	}
+	if back {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}

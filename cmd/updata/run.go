@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/manifest"
+	"github.com/updog/updog/waves"
+)
+
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+const usage = `Usage: updata COMMAND MANIFEST [options]
+
+Commands:
+  init             create an empty manifest
+  add-update       add a release
+  remove-update    remove a release
+  set-waves        schedule a release's rollout from a wave policy
+  set-max-version  set max_version (lowering it pulls releases back)
+  pause            pause a release's rollout
+  resume           resume it; the rest of the schedule shifts by the pause
+  validate         check a manifest
+  waves            show a release's waves: seeds, windows, shares
+
+Run updata COMMAND --help for the options of each.
+Exit status: 0 success, 1 error, 2 usage error.
+`
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
+
+var errHelp = errors.New("help shown")
+
+type env struct {
+	stdout io.Writer
+	now    func() time.Time
+}
+
+func run(_ context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	e := &env{stdout: stdout, now: now}
+	cmds := map[string]func(*env, []string) error{
+		"init": cmdInit, "add-update": cmdAdd, "remove-update": cmdRemove, "set-waves": cmdSetWaves,
+		"set-max-version": cmdSetMax, "pause": cmdPause, "resume": cmdResume, "validate": cmdValidate, "waves": cmdWaves,
+	}
+	var err error
+	switch c, ok := cmds[args[0]]; {
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case !ok:
+		err = usagef("unknown command %q (see updata --help)", args[0])
+	default:
+		err = c(e, args[1:])
+	}
+	var ue *usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "updata: %v\n", err)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "updata: %s: %v\n", args[0], err)
+		return exitError
+	}
+}
+
+// flags builds a command's flag set; parse handles --help and checks that
+// exactly one MANIFEST was given.
+func flags(name, synopsis string, e *env) (*pflag.FlagSet, func([]string) (string, error)) {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	help := fs.BoolP("help", "h", false, "show this help")
+	return fs, func(args []string) (string, error) {
+		if err := fs.Parse(args); err != nil {
+			return "", usagef("%s: %v", name, err)
+		}
+		if *help {
+			fmt.Fprintf(e.stdout, "Usage: updata %s %s\n\nOptions:\n", name, synopsis)
+			fs.SetOutput(e.stdout)
+			fs.PrintDefaults()
+			return "", errHelp
+		}
+		if fs.NArg() != 1 {
+			return "", usagef("%s: exactly one MANIFEST is needed", name)
+		}
+		return fs.Arg(0), nil
+	}
+}
+
+// release holds the flags that name one release.
+type release struct{ variant, arch, version string }
+
+func (r *release) register(fs *pflag.FlagSet) {
+	fs.StringVar(&r.variant, "variant", "", "variant (required)")
+	fs.StringVar(&r.arch, "arch", "", "architecture, e.g. x86_64 (required)")
+	fs.StringVar(&r.version, "version", "", "release version (required)")
+}
+
+func (r *release) parse(cmd string) (manifest.Version, error) {
+	if r.variant == "" || r.arch == "" || r.version == "" {
+		return manifest.Version{}, usagef("%s: --variant, --arch and --version are required", cmd)
+	}
+	v, err := manifest.ParseVersionLock(r.version)
+	if err != nil {
+		return v, usagef("%s: --version: %v", cmd, err)
+	}
+	return v, nil
+}
+
+func load(path string) (*manifest.Manifest, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := manifest.Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// edit loads the manifest, applies f, validates the result and replaces the
+// file atomically. Nothing is written when any step fails.
+func edit(path string, f func(*manifest.Manifest) error) error {
+	m, err := load(path)
+	if err != nil {
+		return err
+	}
+	if err := f(m); err != nil {
+		return err
+	}
+	return save(path, m, 0)
+}
+
+func save(path string, m *manifest.Manifest, mode os.FileMode) error {
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("the edited manifest would be invalid, so %s is unchanged: %w", path, err)
+	}
+	out, err := m.Encode()
+	if err != nil {
+		return err
+	}
+	if mode == 0 {
+		mode = 0o644
+		if fi, err := os.Stat(path); err == nil {
+			mode = fi.Mode().Perm()
+		}
+	}
+	return atomicfile.WriteFile(path, out, mode)
+}
+
+func parseTime(flag, s string, now func() time.Time) (time.Time, error) {
+	if s == "" || s == "now" {
+		return now().UTC().Truncate(time.Second), nil
+	}
+	t, err := manifest.ParseTime(s)
+	if err != nil {
+		return t, usagef("%s %q: want an RFC 3339 time such as 2024-01-01T00:00:00Z, or now", flag, s)
+	}
+	return t, nil
+}
+
+func cmdInit(e *env, args []string) error {
+	fs, parse := flags("init", "MANIFEST", e)
+	force := fs.Bool("force", false, "replace an existing manifest")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(path); err == nil && !*force {
+		return fmt.Errorf("%s already exists (use --force to replace it)", path)
+	}
+	if err := save(path, manifest.New(), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "created %s\n", path)
+	return nil
+}
+
+func cmdAdd(e *env, args []string) error {
+	fs, parse := flags("add-update", "MANIFEST --variant V --arch A --version X --boot NAME --root NAME --hash NAME [options]", e)
+	var r release
+	r.register(fs)
+	maxV := fs.String("max-version", "", "max_version (default: the greater of --version and the variant's current max_version)")
+	var im manifest.Images
+	fs.StringVar(&im.Boot, "boot", "", "boot image target name (required)")
+	fs.StringVar(&im.Root, "root", "", "root image target name (required)")
+	fs.StringVar(&im.Hash, "hash", "", "hash image target name (required)")
+	var sizes manifest.ImageSizes
+	fs.Int64Var(&sizes.Boot, "boot-size", 0, "uncompressed boot image size in bytes")
+	fs.Int64Var(&sizes.Root, "root-size", 0, "uncompressed root image size in bytes")
+	fs.Int64Var(&sizes.Hash, "hash-size", 0, "uncompressed hash image size in bytes")
+	var ver manifest.Verity
+	fs.StringVar(&ver.RootHash, "verity-root-hash", "", "dm-verity root hash of the root image (hex)")
+	fs.StringVar(&ver.Salt, "verity-salt", "", "dm-verity salt (hex)")
+	fs.StringVar(&ver.Hash, "verity-hash", "sha256", "dm-verity hash algorithm")
+	fs.IntVar(&ver.DataBlockSize, "verity-data-block-size", 4096, "dm-verity data block size")
+	fs.IntVar(&ver.HashBlockSize, "verity-hash-block-size", 4096, "dm-verity hash block size")
+	fs.Uint64Var(&ver.DataBlocks, "verity-data-blocks", 0, "dm-verity data blocks")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := r.parse("add-update")
+	if err != nil {
+		return err
+	}
+	if im.Boot == "" || im.Root == "" || im.Hash == "" {
+		return usagef("add-update: --boot, --root and --hash are required")
+	}
+	u := &manifest.Update{Variant: r.variant, Arch: r.arch, Version: v, Images: im}
+	if sizes != (manifest.ImageSizes{}) {
+		if sizes.Boot <= 0 || sizes.Root <= 0 || sizes.Hash <= 0 {
+			return usagef("add-update: give all three of --boot-size, --root-size and --hash-size, positive")
+		}
+		u.Images.Sizes = &sizes
+	}
+	if ver.RootHash != "" {
+		u.Images.Verity = &ver
+	} else if fs.Changed("verity-salt") || fs.Changed("verity-data-blocks") {
+		return usagef("add-update: the verity options need --verity-root-hash")
+	}
+	var mv *manifest.Version
+	if *maxV != "" {
+		p, err := manifest.ParseVersionLock(*maxV)
+		if err != nil {
+			return usagef("add-update: --max-version: %v", err)
+		}
+		mv = &p
+	}
+	if err := edit(path, func(m *manifest.Manifest) error { return m.AddUpdate(u, mv) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "added %s (max_version %s) to %s\n", u, u.MaxVersion, path)
+	return nil
+}
+
+func cmdRemove(e *env, args []string) error {
+	fs, parse := flags("remove-update", "MANIFEST --variant V --arch A --version X", e)
+	var r release
+	r.register(fs)
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := r.parse("remove-update")
+	if err != nil {
+		return err
+	}
+	if err := edit(path, func(m *manifest.Manifest) error { return m.RemoveUpdate(r.variant, r.arch, v) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "removed %s %s %s from %s\n", r.variant, r.arch, v, path)
+	return nil
+}
+
+func cmdSetWaves(e *env, args []string) error {
+	fs, parse := flags("set-waves", "MANIFEST --variant V --arch A --version X --wave-policy FILE --start-at TIME", e)
+	var r release
+	r.register(fs)
+	policy := fs.String("wave-policy", "", "wave policy TOML file (required)")
+	startAt := fs.String("start-at", "", "when the rollout starts: RFC 3339 time or now (required)")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := r.parse("set-waves")
+	if err != nil {
+		return err
+	}
+	if *policy == "" || *startAt == "" {
+		return usagef("set-waves: --wave-policy and --start-at are required")
+	}
+	start, err := parseTime("--start-at", *startAt, e.now)
+	if err != nil {
+		return err
+	}
+	text, err := os.ReadFile(*policy)
+	if err != nil {
+		return err
+	}
+	p, err := waves.ParsePolicy(text)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *policy, err)
+	}
+	var u *manifest.Update
+	err = edit(path, func(m *manifest.Manifest) error {
+		if u, err = m.Find(r.variant, r.arch, v); err != nil {
+			return err
+		}
+		return u.SetWaves(p, start)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "set %d waves on %s, starting %s\n", len(u.Waves), u, start.Format(time.RFC3339))
+	return printWaves(e.stdout, u, false)
+}
+
+func cmdSetMax(e *env, args []string) error {
+	fs, parse := flags("set-max-version", "MANIFEST --max-version M [--variant V] [--arch A]", e)
+	maxV := fs.String("max-version", "", "the new max_version (required)")
+	variant := fs.String("variant", "", "only this variant (default: all)")
+	arch := fs.String("arch", "", "only this architecture (default: all)")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := manifest.ParseVersionLock(*maxV)
+	if err != nil {
+		return usagef("set-max-version: --max-version: %v", err)
+	}
+	n := 0
+	err = edit(path, func(m *manifest.Manifest) error {
+		if n = m.SetMaxVersion(v, *variant, *arch); n == 0 {
+			return fmt.Errorf("no release matches variant %q arch %q", *variant, *arch)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "set max_version %s on %d release(s) in %s\n", v, n, path)
+	return nil
+}
+
+func pauseOrResume(e *env, args []string, name string, f func(*manifest.Update, time.Time) error) error {
+	fs, parse := flags(name, "MANIFEST --variant V --arch A --version X [--at TIME]", e)
+	var r release
+	r.register(fs)
+	at := fs.String("at", "now", "when: RFC 3339 time or now")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := r.parse(name)
+	if err != nil {
+		return err
+	}
+	t, err := parseTime("--at", *at, e.now)
+	if err != nil {
+		return err
+	}
+	var u *manifest.Update
+	err = edit(path, func(m *manifest.Manifest) error {
+		if u, err = m.Find(r.variant, r.arch, v); err != nil {
+			return err
+		}
+		return f(u, t)
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s: rollout of %s %sd at %s\n", path, u, name, t.Format(time.RFC3339))
+	return nil
+}
+
+func cmdPause(e *env, args []string) error {
+	return pauseOrResume(e, args, "pause", (*manifest.Update).Pause)
+}
+
+func cmdResume(e *env, args []string) error {
+	return pauseOrResume(e, args, "resume", (*manifest.Update).Resume)
+}
+
+func cmdValidate(e *env, args []string) error {
+	fs, parse := flags("validate", "MANIFEST [--json]", e)
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	m, err := load(path)
+	verr := err
+	var warnings []string
+	if err == nil {
+		verr = m.Validate()
+		warnings = m.Warnings()
+	}
+	if *asJSON {
+		res := map[string]any{"manifest": path, "valid": verr == nil, "warnings": warnings, "problems": []string{}}
+		if verr != nil {
+			var ps manifest.Problems
+			if errors.As(verr, &ps) {
+				var list []string
+				for _, p := range ps {
+					list = append(list, p.Error())
+				}
+				res["problems"] = list
+			} else {
+				res["problems"] = []string{verr.Error()}
+			}
+		}
+		if err := writeJSON(e.stdout, res); err != nil {
+			return err
+		}
+	} else {
+		for _, w := range warnings {
+			fmt.Fprintf(e.stdout, "warning: %s\n", w)
+		}
+		if verr == nil {
+			fmt.Fprintf(e.stdout, "%s is valid: %d release(s)\n", path, len(m.Updates))
+		}
+	}
+	return verr
+}
+
+func cmdWaves(e *env, args []string) error {
+	fs, parse := flags("waves", "MANIFEST --variant V --arch A --version X [--json]", e)
+	var r release
+	r.register(fs)
+	asJSON := fs.Bool("json", false, "print the waves as JSON")
+	path, err := parse(args)
+	if err != nil {
+		return err
+	}
+	v, err := r.parse("waves")
+	if err != nil {
+		return err
+	}
+	m, err := load(path)
+	if err != nil {
+		return err
+	}
+	u, err := m.Find(r.variant, r.arch, v)
+	if err != nil {
+		return err
+	}
+	return printWaves(e.stdout, u, *asJSON)
+}
+
+func printWaves(w io.Writer, u *manifest.Update, asJSON bool) error {
+	s := u.Schedule()
+	info := s.Describe()
+	if asJSON {
+		return writeJSON(w, map[string]any{"release": u.String(), "waves": info, "pauses": s.Pauses})
+	}
+	if len(info) == 0 {
+		fmt.Fprintf(w, "%s has no waves: every host may take it at once\n", u)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WAVE\tSEEDS\tSHARE\tCUMULATIVE\tOPENS (UTC)\tFULLY OPEN (UTC)")
+	for _, i := range info {
+		fmt.Fprintf(tw, "%d\t%d-%d\t%.1f%%\t%.1f%%\t%s\t%s\n", i.Wave, i.FirstSeed, i.LastSeed, i.Share, i.Cumulative,
+			i.Start.UTC().Format(time.RFC3339), i.End.UTC().Format(time.RFC3339))
+	}
+	tw.Flush()
+	for _, p := range s.Pauses {
+		to := "now (paused)"
+		if !p.To.IsZero() {
+			to = p.To.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "paused from %s to %s\n", p.From.UTC().Format(time.RFC3339), to)
+	}
+	if len(s.Pauses) > 0 {
+		fmt.Fprintln(w, "(windows above are before pauses; each pause shifts what follows it)")
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

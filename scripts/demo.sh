@@ -63,6 +63,38 @@ printf '\xff' | dd of="$dir/root.img" bs=1 seek=$((4096 * 1000 + 17)) conv=notru
 echo "(flipped one byte in data block 1000)"
 "$bin/imgbuild" verity verify "$dir/root.img" "$dir/hash.img" "$root" || echo "verify exited $? as it should"
 
+say "A release manifest with a staged rollout (default-waves policy)"
+cat >"$dir/default-waves.toml" <<'TOML'
+[[waves]]
+start_after = '1 hour'
+fleet_percentage = 1
+[[waves]]
+start_after = '4 hours'
+fleet_percentage = 5
+[[waves]]
+start_after = '1 day'
+fleet_percentage = 15
+[[waves]]
+start_after = '2 days'
+fleet_percentage = 40
+[[waves]]
+start_after = '4 days'
+fleet_percentage = 60
+[[waves]]
+start_after = '5 days'
+fleet_percentage = 90
+[[waves]]
+start_after = '6 days'
+fleet_percentage = 100
+TOML
+m="$dir/manifest.json"
+"$bin/updata" init "$m"
+"$bin/updata" add-update "$m" --variant demo --arch x86_64 --version 1.1.0 \
+  --boot demo-boot-1.1.0.img.lz4 --root demo-root-1.1.0.img.lz4 --hash demo-hash-1.1.0.img.lz4 --verity-root-hash "$root" --verity-salt 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
+"$bin/updata" set-waves "$m" --variant demo --arch x86_64 --version 1.1.0 --wave-policy "$dir/default-waves.toml" --start-at 2026-12-01T00:00:00Z
+"$bin/updata" pause "$m" --variant demo --arch x86_64 --version 1.1.0 --at 2026-12-02T06:00:00Z
+"$bin/updata" validate "$m"
+
 if command -v sgdisk >/dev/null 2>&1; then
   say "sgdisk's opinion of the table we wrote"
   sgdisk -v "$disk"

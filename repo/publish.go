@@ -1,0 +1,504 @@
+package repo
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+
+	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/signing"
+)
+
+// Default lifetimes of new metadata: Bottlerocket's repo-expiration policy
+// 2w-2w-1w (targets and snapshot two weeks, timestamp one week).
+const (
+	DefaultTargetsLifetime   = 14 * 24 * time.Hour
+	DefaultSnapshotLifetime  = 14 * 24 * time.Hour
+	DefaultTimestampLifetime = 7 * 24 * time.Hour
+)
+
+// More sentinel errors.
+var (
+	// ErrTargetName means a target name could escape the targets
+	// directory or is otherwise unusable.
+	ErrTargetName = errors.New("repo: bad target name")
+	// ErrOutdir means the output directory already holds something.
+	ErrOutdir = errors.New("repo: output directory is not empty")
+)
+
+// Options control Create and Update. Zero values mean defaults.
+type Options struct {
+	// Signers are the keys at hand; each role is signed by those listed
+	// for it in the root.
+	Signers []signing.Signer
+	// Versions of the new metadata (default: 1 for a new repository, the
+	// previous version + 1 on update).
+	TargetsVersion, SnapshotVersion, TimestampVersion int64
+	// Expiry of the new metadata (default: now + the Default*Lifetime).
+	TargetsExpires, SnapshotExpires, TimestampExpires time.Time
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Fetcher reads remote metadata for Update (default fetch.New()).
+	Fetcher *fetch.Fetcher
+}
+
+func (o *Options) now() time.Time {
+	if o.Now != nil {
+		return o.Now()
+	}
+	return time.Now()
+}
+
+func (o *Options) log() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (o *Options) fetcher() *fetch.Fetcher {
+	if o.Fetcher != nil {
+		return o.Fetcher
+	}
+	return fetch.New()
+}
+
+// Target describes one published target.
+type Target struct {
+	Name   string `json:"name"`
+	Length int64  `json:"length"`
+	SHA256 string `json:"sha256"`
+}
+
+// Result says what was published.
+type Result struct {
+	Dir              string   `json:"dir"`
+	RootVersion      int64    `json:"root_version"`
+	TargetsVersion   int64    `json:"targets_version"`
+	SnapshotVersion  int64    `json:"snapshot_version"`
+	TimestampVersion int64    `json:"timestamp_version"`
+	Added            []Target `json:"added"`
+	Targets          int      `json:"targets"`
+}
+
+// CheckTargetName refuses names that could escape a directory or confuse a
+// client: empty, absolute, with a path separator or a "." or ".." part.
+func CheckTargetName(name string) error {
+	switch {
+	case name == "", name == ".", name == "..":
+		return fmt.Errorf("%w: %q", ErrTargetName, name)
+	case strings.ContainsAny(name, "/\\\x00"):
+		return fmt.Errorf("%w: %q contains a path separator", ErrTargetName, name)
+	}
+	return nil
+}
+
+// staged is a repository being built in a temporary directory.
+type staged struct {
+	tmp        string
+	metaDir    string
+	targetsDir string
+}
+
+// stage makes the temporary directory beside outdir, after checking that
+// outdir is absent or empty.
+func stage(outdir string) (*staged, error) {
+	if ents, err := os.ReadDir(outdir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrOutdir, outdir)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	parent := filepath.Dir(filepath.Clean(outdir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(outdir)+".tmp-")
+	if err != nil {
+		return nil, err
+	}
+	s := &staged{tmp: tmp, metaDir: filepath.Join(tmp, "metadata"), targetsDir: filepath.Join(tmp, "targets")}
+	for _, d := range []string{s.metaDir, s.targetsDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// commit syncs the staged tree and renames it to outdir: the commit point.
+// Before it, outdir is untouched; after it, outdir is the whole repository.
+func (s *staged) commit(outdir string) error {
+	for _, d := range []string{s.metaDir, s.targetsDir, s.tmp} {
+		if err := atomicfile.SyncDir(d); err != nil {
+			return err
+		}
+	}
+	os.Remove(outdir) // an empty directory; Rename needs it gone
+	if err := os.Rename(s.tmp, outdir); err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(filepath.Dir(filepath.Clean(outdir)))
+}
+
+func (s *staged) abort() { os.RemoveAll(s.tmp) }
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// copyBufSize is the buffer used to copy and hash targets in one pass.
+const copyBufSize = 1 << 20
+
+// addTarget copies src into the staged targets directory, hashing it on
+// the way, and names the copy <sha256>.<name>.
+func (s *staged) addTarget(ctx context.Context, name, src string) (*metadata.TargetFiles, string, error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return nil, "", err
+	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(s.targetsDir, ".incoming-")
+	if err != nil {
+		return nil, "", err
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	h := sha256.New()
+	buf := make([]byte, copyBufSize)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			tmp.Close()
+			return nil, "", err
+		}
+		k, rerr := in.Read(buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			if _, err := tmp.Write(buf[:k]); err != nil {
+				tmp.Close()
+				return nil, "", fmt.Errorf("writing target %s: %w", name, err)
+			}
+			n += int64(k)
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			tmp.Close()
+			return nil, "", fmt.Errorf("reading target %s: %w", src, rerr)
+		}
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return nil, "", err
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, "", err
+	}
+	sum := h.Sum(nil)
+	if err := os.Rename(tmp.Name(), filepath.Join(s.targetsDir, hex.EncodeToString(sum)+"."+name)); err != nil {
+		return nil, "", err
+	}
+	return &metadata.TargetFiles{Length: n, Hashes: metadata.Hashes{"sha256": sum}}, hex.EncodeToString(sum), nil
+}
+
+// linkTarget puts an existing stored target into the staged repository, by
+// hard link when possible.
+func (s *staged) linkTarget(src, stored string) error {
+	dst := filepath.Join(s.targetsDir, stored)
+	if err := os.Link(src, dst); err == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// listTargets returns the regular files of dir by name, refusing names a
+// target cannot have.
+func listTargets(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			if e.IsDir() {
+				return nil, fmt.Errorf("%w: %s is a directory (targets are the regular files of %s)", ErrTargetName, e.Name(), dir)
+			}
+			return nil, fmt.Errorf("%w: %s is not a regular file", ErrTargetName, e.Name())
+		}
+		if err := CheckTargetName(e.Name()); err != nil {
+			return nil, err
+		}
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+// signRole signs md with every signer listed for role and checks that the
+// role's threshold is met.
+func signRole[T metadata.Roles](ctx context.Context, root *Root, role string, md *metadata.Metadata[T], signers []signing.Signer) error {
+	rl := root.Signed.Roles[role]
+	md.Signatures = []metadata.Signature{}
+	used := 0
+	for _, s := range signers {
+		id, err := s.Key().ID()
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(rl.KeyIDs, id) {
+			continue
+		}
+		if err := signing.SignMetadata(ctx, md, s); err != nil {
+			return fmt.Errorf("signing %s with key %s: %w", role, id, err)
+		}
+		used++
+	}
+	if err := root.VerifyDelegate(role, md); err != nil {
+		return fmt.Errorf("%w: %s needs %d signature(s) from its %d key(s); %d of the keys given are %s keys: %v",
+			ErrThreshold, role, rl.Threshold, len(rl.KeyIDs), used, role, err)
+	}
+	return nil
+}
+
+// plan is the metadata of a repository about to be written.
+type plan struct {
+	roots     map[int64][]byte // every root version to publish
+	root      *Root            // the newest
+	targets   *metadata.Metadata[metadata.TargetsType]
+	snapshot  *metadata.Metadata[metadata.SnapshotType]
+	timestamp *metadata.Metadata[metadata.TimestampType]
+	// raw bytes to publish as they are (timestamp-only updates keep the
+	// signed targets and snapshot byte for byte)
+	targetsRaw, snapshotRaw []byte
+}
+
+func expiry(t time.Time, now time.Time, d time.Duration) time.Time {
+	if t.IsZero() {
+		t = now.Add(d)
+	}
+	return wholeSeconds(t)
+}
+
+// finish signs what needs signing, writes the metadata into the staged
+// directory, verifies the result as a client would, and commits it.
+func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options) error {
+	now := o.now()
+	if p.targetsRaw == nil {
+		if err := signRole(ctx, p.root, metadata.TARGETS, p.targets, o.Signers); err != nil {
+			return err
+		}
+		b, err := p.targets.ToBytes(true)
+		if err != nil {
+			return err
+		}
+		p.targetsRaw = b
+	}
+	if p.snapshotRaw == nil {
+		p.snapshot.Signed.Meta = map[string]*metadata.MetaFiles{
+			"targets.json": {Version: p.targets.Signed.Version},
+		}
+		if err := signRole(ctx, p.root, metadata.SNAPSHOT, p.snapshot, o.Signers); err != nil {
+			return err
+		}
+		b, err := p.snapshot.ToBytes(true)
+		if err != nil {
+			return err
+		}
+		p.snapshotRaw = b
+	}
+	sum := sha256.Sum256(p.snapshotRaw)
+	p.timestamp.Signed.Meta = map[string]*metadata.MetaFiles{"snapshot.json": {
+		Version: p.snapshot.Signed.Version, Length: int64(len(p.snapshotRaw)), Hashes: metadata.Hashes{"sha256": sum[:]}}}
+	if err := signRole(ctx, p.root, metadata.TIMESTAMP, p.timestamp, o.Signers); err != nil {
+		return err
+	}
+	tsRaw, err := p.timestamp.ToBytes(true)
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		role    string
+		expires time.Time
+	}{{"targets", p.targets.Signed.Expires}, {"snapshot", p.snapshot.Signed.Expires}, {"timestamp", p.timestamp.Signed.Expires}} {
+		if !c.expires.After(now) {
+			return fmt.Errorf("%w: %s would expire at %s, which is not in the future", ErrExpired, c.role, c.expires.Format(time.RFC3339))
+		}
+	}
+	files := map[string][]byte{
+		strconv.FormatInt(p.targets.Signed.Version, 10) + ".targets.json":   p.targetsRaw,
+		strconv.FormatInt(p.snapshot.Signed.Version, 10) + ".snapshot.json": p.snapshotRaw,
+		"timestamp.json": tsRaw,
+	}
+	for v, b := range p.roots {
+		files[strconv.FormatInt(v, 10)+".root.json"] = b
+	}
+	if err := verifyAsClient(p, tsRaw, now); err != nil {
+		return fmt.Errorf("refusing to publish metadata a client would reject: %w", err)
+	}
+	for name, b := range files {
+		if err := writeSynced(filepath.Join(s.metaDir, name), b); err != nil {
+			return err
+		}
+	}
+	if err := s.commit(outdir); err != nil {
+		return err
+	}
+	o.log().Info("published repository", "dir", outdir, "targets_version", p.targets.Signed.Version,
+		"snapshot_version", p.snapshot.Signed.Version, "timestamp_version", p.timestamp.Signed.Version)
+	return nil
+}
+
+// verifyAsClient walks the metadata as a TUF client would, from the oldest
+// root published: root chain, timestamp, snapshot, targets.
+func verifyAsClient(p *plan, tsRaw []byte, now time.Time) error {
+	versions := make([]int64, 0, len(p.roots))
+	for v := range p.roots {
+		versions = append(versions, v)
+	}
+	slices.Sort(versions)
+	tm, err := trustedmetadata.New(p.roots[versions[0]])
+	if err != nil {
+		return err
+	}
+	tm.RefTime = now
+	for _, v := range versions[1:] {
+		if _, err := tm.UpdateRoot(p.roots[v]); err != nil {
+			return fmt.Errorf("root version %d: %w", v, err)
+		}
+	}
+	if _, err := tm.UpdateTimestamp(tsRaw); err != nil {
+		return fmt.Errorf("timestamp: %w", err)
+	}
+	if _, err := tm.UpdateSnapshot(p.snapshotRaw, false); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	if _, err := tm.UpdateDelegatedTargets(p.targetsRaw, metadata.TARGETS, metadata.ROOT); err != nil {
+		return fmt.Errorf("targets: %w", err)
+	}
+	return nil
+}
+
+func rootBytes(r *Root) ([]byte, error) {
+	b, err := r.ToBytes(true)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// Create publishes a new repository in outdir (absent or empty) holding the
+// regular files of targetsDir, signed under root with o.Signers.
+func Create(ctx context.Context, root *Root, targetsDir, outdir string, o Options) (*Result, error) {
+	now := o.now()
+	if err := Check(root, now); err != nil {
+		return nil, err
+	}
+	if err := Verify(root, nil); err != nil {
+		return nil, err
+	}
+	var names []string
+	if targetsDir != "" {
+		var err error
+		if names, err = listTargets(targetsDir); err != nil {
+			return nil, err
+		}
+	}
+	s, err := stage(outdir)
+	if err != nil {
+		return nil, err
+	}
+	res, err := func() (*Result, error) {
+		rb, err := rootBytes(root)
+		if err != nil {
+			return nil, err
+		}
+		p := &plan{roots: map[int64][]byte{root.Signed.Version: rb}, root: root,
+			targets:   metadata.Targets(expiry(o.TargetsExpires, now, DefaultTargetsLifetime)),
+			snapshot:  metadata.Snapshot(expiry(o.SnapshotExpires, now, DefaultSnapshotLifetime)),
+			timestamp: metadata.Timestamp(expiry(o.TimestampExpires, now, DefaultTimestampLifetime))}
+		p.targets.Signed.Version = orDefault(o.TargetsVersion, 1)
+		p.snapshot.Signed.Version = orDefault(o.SnapshotVersion, 1)
+		p.timestamp.Signed.Version = orDefault(o.TimestampVersion, 1)
+		res := &Result{Dir: outdir}
+		for _, name := range names {
+			tf, sum, err := s.addTarget(ctx, name, filepath.Join(targetsDir, name))
+			if err != nil {
+				return nil, err
+			}
+			p.targets.Signed.Targets[name] = tf
+			res.Added = append(res.Added, Target{Name: name, Length: tf.Length, SHA256: sum})
+		}
+		if err := p.finish(ctx, s, outdir, &o); err != nil {
+			return nil, err
+		}
+		res.fill(p)
+		return res, nil
+	}()
+	if err != nil {
+		s.abort()
+		return nil, err
+	}
+	return res, nil
+}
+
+func (r *Result) fill(p *plan) {
+	r.RootVersion = p.root.Signed.Version
+	r.TargetsVersion = p.targets.Signed.Version
+	r.SnapshotVersion = p.snapshot.Signed.Version
+	r.TimestampVersion = p.timestamp.Signed.Version
+	r.Targets = len(p.targets.Signed.Targets)
+}
+
+func orDefault(v, d int64) int64 {
+	if v > 0 {
+		return v
+	}
+	return d
+}

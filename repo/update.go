@@ -1,0 +1,149 @@
+package repo
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// ErrRollback means a requested version is not above the published one.
+var ErrRollback = errors.New("repo: version would go backwards")
+
+// Update publishes into outdir (absent or empty) a new version of the
+// repository whose metadata is at metaURL (a directory or a URL): with
+// root, which must be the repository's newest root or its successor (a
+// rotation, signed by the old and the new root threshold); the regular
+// files of addTargetsDir added or replaced; targets, snapshot and
+// timestamp re-signed with versions one above the published ones. With
+// timestampOnly, only a new timestamp is signed (for a cron job) and the
+// published targets and snapshot are kept byte for byte.
+//
+// When metaURL is a local REPO/metadata, the stored targets of REPO/targets
+// are linked into outdir too, so outdir is a whole repository; from a URL,
+// outdir holds the metadata and the new targets, to sync beside the rest.
+func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, timestampOnly bool, outdir string, o Options) (*Result, error) {
+	now := o.now()
+	if err := Check(root, now); err != nil {
+		return nil, err
+	}
+	ex, err := loadExisting(ctx, o.fetcher(), metaURL)
+	if err != nil {
+		return nil, err
+	}
+	roots := maps.Clone(ex.roots)
+	switch v := root.Signed.Version; {
+	case v == ex.latest.Signed.Version:
+		if !sameSigned(root, ex.latest) {
+			return nil, fmt.Errorf("%w: root version %d differs from the repository's root version %d; bump its version to rotate", ErrRoot, v, v)
+		}
+	case v == ex.latest.Signed.Version+1:
+		if err := Verify(root, ex.latest); err != nil {
+			return nil, err
+		}
+		b, err := rootBytes(root)
+		if err != nil {
+			return nil, err
+		}
+		roots[v] = b
+	default:
+		return nil, fmt.Errorf("%w: root version %d, but the repository's newest root is version %d", ErrRoot, v, ex.latest.Signed.Version)
+	}
+	if timestampOnly && addTargetsDir != "" {
+		return nil, errors.New("repo: --timestamp-only cannot add targets")
+	}
+	var names []string
+	if addTargetsDir != "" {
+		if names, err = listTargets(addTargetsDir); err != nil {
+			return nil, err
+		}
+	}
+	next := func(requested, old int64, role string) (int64, error) {
+		if requested == 0 {
+			return old + 1, nil
+		}
+		if requested <= old {
+			return 0, fmt.Errorf("%w: %s version %d is not above the published %d", ErrRollback, role, requested, old)
+		}
+		return requested, nil
+	}
+	p := &plan{roots: roots, root: root, targets: ex.targets, snapshot: ex.snapshot,
+		timestamp: metadata.Timestamp(expiry(o.TimestampExpires, now, DefaultTimestampLifetime))}
+	if p.timestamp.Signed.Version, err = next(o.TimestampVersion, ex.timestamp.Signed.Version, "timestamp"); err != nil {
+		return nil, err
+	}
+	if timestampOnly {
+		p.targetsRaw, p.snapshotRaw = ex.targetsRaw, ex.snapshotRaw
+	} else {
+		old := ex.targets
+		p.targets = metadata.Targets(expiry(o.TargetsExpires, now, DefaultTargetsLifetime))
+		p.targets.Signed.Targets = maps.Clone(old.Signed.Targets)
+		p.targets.Signed.Delegations = old.Signed.Delegations
+		if p.targets.Signed.Version, err = next(o.TargetsVersion, old.Signed.Version, "targets"); err != nil {
+			return nil, err
+		}
+		p.snapshot = metadata.Snapshot(expiry(o.SnapshotExpires, now, DefaultSnapshotLifetime))
+		if p.snapshot.Signed.Version, err = next(o.SnapshotVersion, ex.snapshot.Signed.Version, "snapshot"); err != nil {
+			return nil, err
+		}
+	}
+	s, err := stage(outdir)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Dir: outdir}
+	err = func() error {
+		for _, name := range names {
+			tf, sum, err := s.addTarget(ctx, name, filepath.Join(addTargetsDir, name))
+			if err != nil {
+				return err
+			}
+			p.targets.Signed.Targets[name] = tf
+			res.Added = append(res.Added, Target{Name: name, Length: tf.Length, SHA256: sum})
+		}
+		if err := linkExisting(s, ex, p.targets); err != nil {
+			return err
+		}
+		return p.finish(ctx, s, outdir, &o)
+	}()
+	if err != nil {
+		s.abort()
+		return nil, err
+	}
+	res.fill(p)
+	return res, nil
+}
+
+// linkExisting links the stored targets the new targets metadata still
+// lists from a local source repository into the staged one.
+func linkExisting(s *staged, ex *existing, targets *metadata.Metadata[metadata.TargetsType]) error {
+	if ex.targetsDir == "" {
+		return nil
+	}
+	for name, tf := range targets.Signed.Targets {
+		if CheckTargetName(name) != nil {
+			continue // not ours to store; left out rather than written outside targets/
+		}
+		sum, ok := tf.Hashes["sha256"]
+		if !ok {
+			continue
+		}
+		stored := hex.EncodeToString(sum) + "." + name
+		if _, err := os.Stat(filepath.Join(s.targetsDir, stored)); err == nil {
+			continue // just added
+		}
+		src := filepath.Join(ex.targetsDir, stored)
+		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := s.linkTarget(src, stored); err != nil {
+			return fmt.Errorf("carrying target %s over: %w", name, err)
+		}
+	}
+	return nil
+}

@@ -55,7 +55,7 @@ func TestPublisherWorkflow(t *testing.T) {
 	os.WriteFile(filepath.Join(targets, "manifest.json"), []byte(`{"updates":[]}`), 0o644)
 	os.WriteFile(filepath.Join(targets, "root.img"), bytes.Repeat([]byte("r"), 100000), 0o644)
 	keys := []string{"-k", p("root.pem"), "-k", p("targets.pem"), "-k", p("ts.pem")}
-	if _, errs, code := tt(append([]string{"create", "--root", root, "--add-targets", targets, "--outdir", p("repo"), "-k", p("targets.pem")})...); code != exitError || !strings.Contains(errs, "threshold") {
+	if _, errs, code := tt("create", "--root", root, "--add-targets", targets, "--outdir", p("repo"), "-k", p("targets.pem")); code != exitError || !strings.Contains(errs, "threshold") {
 		t.Errorf("create without the timestamp key: %d %s", code, errs)
 	}
 	if _, err := os.Stat(p("repo")); !os.IsNotExist(err) {

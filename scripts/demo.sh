@@ -59,9 +59,11 @@ head -c $((64 << 20)) /dev/urandom >"$dir/root.img"
 root=$("$bin/imgbuild" verity format --salt 000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f "$dir/root.img" "$dir/hash.img")
 echo "root hash $root"
 "$bin/imgbuild" verity verify "$dir/root.img" "$dir/hash.img" "$root"
-printf '\xff' | dd of="$dir/root.img" bs=1 seek=$((4096 * 1000 + 17)) conv=notrunc status=none
-echo "(flipped one byte in data block 1000)"
-"$bin/imgbuild" verity verify "$dir/root.img" "$dir/hash.img" "$root" || echo "verify exited $? as it should"
+cp "$dir/root.img" "$dir/root-tampered.img"
+printf '\x5a' | cmp -s - <(dd if="$dir/root.img" bs=1 skip=$((4096 * 1000 + 17)) count=1 status=none) && byte='\xa5' || byte='\x5a'
+printf "$byte" | dd of="$dir/root-tampered.img" bs=1 seek=$((4096 * 1000 + 17)) conv=notrunc status=none
+echo "(a copy with one byte changed in data block 1000)"
+"$bin/imgbuild" verity verify "$dir/root-tampered.img" "$dir/hash.img" "$root" || echo "verify exited $? as it should"
 
 say "A release manifest with a staged rollout (default-waves policy)"
 cat >"$dir/default-waves.toml" <<'TOML'
@@ -94,6 +96,25 @@ m="$dir/manifest.json"
 "$bin/updata" set-waves "$m" --variant demo --arch x86_64 --version 1.1.0 --wave-policy "$dir/default-waves.toml" --start-at 2026-12-01T00:00:00Z
 "$bin/updata" pause "$m" --variant demo --arch x86_64 --version 1.1.0 --at 2026-12-02T06:00:00Z
 "$bin/updata" validate "$m"
+
+say "Publish the release as a signed TUF repository (tough's layout), then fetch it as a client would"
+t="$bin/tuftool"
+keys="$dir/keys"; mkdir -p "$keys"
+for role in root targets snapshot timestamp; do "$t" gen-key --type ed25519 --out "$keys/$role.pem" >/dev/null; done
+"$t" root init "$dir/root.json" --expires "in 52 weeks"
+for role in root targets snapshot timestamp; do "$t" root add-key "$dir/root.json" -k "$keys/$role.pem" --role $role; done
+"$t" root sign "$dir/root.json" -k "$keys/root.pem"
+mkdir -p "$dir/release"
+cp "$m" "$dir/release/manifest.json"
+cp "$dir/root.img" "$dir/release/demo-root-1.1.0.img"
+cp "$dir/hash.img" "$dir/release/demo-hash-1.1.0.img"
+"$t" create --root "$dir/root.json" -k "$keys/root.pem" -k "$keys/targets.pem" -k "$keys/snapshot.pem" -k "$keys/timestamp.pem" \
+  --add-targets "$dir/release" --outdir "$dir/repo"
+ls "$dir/repo/metadata"
+"$t" download --root "$dir/root.json" --metadata-url "$dir/repo/metadata" --targets-url "$dir/repo/targets" "$dir/fetched"
+"$bin/imgbuild" verity verify "$dir/fetched/demo-root-1.1.0.img" "$dir/fetched/demo-hash-1.1.0.img" "$root"
+"$t" update --root "$dir/root.json" -k "$keys/timestamp.pem" --metadata-url "$dir/repo/metadata" --timestamp-only --outdir "$dir/repo2"
+"$t" check-expiry --metadata-url "$dir/repo2/metadata" --within "3 days" || true
 
 if command -v sgdisk >/dev/null 2>&1; then
   say "sgdisk's opinion of the table we wrote"

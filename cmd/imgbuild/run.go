@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,12 +14,13 @@ import (
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/image"
 	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/cli"
 )
 
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK    = cli.ExitOK
+	exitError = cli.ExitFailure
+	exitUsage = cli.ExitUsage
 )
 
 const topUsage = `Usage: imgbuild COMMAND [options]
@@ -33,15 +32,10 @@ Commands:
 Run imgbuild COMMAND --help for the options of each.
 `
 
-// usageError is a command-line mistake: exit 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
-
-// errHelp is returned when --help was asked for and printed.
-var errHelp = errors.New("help shown")
+var (
+	usagef  = cli.Usagef
+	errHelp = cli.ErrHelp
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -60,42 +54,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		err = usagef("unknown command %q\n\n%s", args[0], topUsage)
 	}
-	var ue *usageError
-	var vf *verifyFailed
-	switch {
-	case err == nil, errors.Is(err, errHelp):
-		return exitOK
-	case errors.As(err, &vf):
-		fmt.Fprintf(stderr, "imgbuild: verification failed: %v\n", err)
-		return exitCorrupt
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "imgbuild: %v\n", err)
-		return exitUsage
-	default:
-		fmt.Fprintf(stderr, "imgbuild: %s: %v\n", args[0], err)
-		return exitError
-	}
+	return cli.Report("imgbuild", args[0], err, stderr)
 }
 
-// newFlags returns a flag set whose --help prints synopsis and defaults to
-// stdout.
+// newFlags returns a subcommand's flag set and a parser that handles --help.
 func newFlags(name, synopsis string, stdout io.Writer) (*pflag.FlagSet, func([]string) error) {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	help := fs.BoolP("help", "h", false, "show this help")
-	parse := func(args []string) error {
-		if err := fs.Parse(args); err != nil {
-			return usagef("%s: %v (see imgbuild %s --help)", name, err, name)
-		}
-		if *help {
-			fmt.Fprintf(stdout, "Usage: imgbuild %s\n\nOptions:\n", synopsis)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
-		return nil
-	}
-	return fs, parse
+	fs, parse := cli.Flags("imgbuild", name, synopsis, stdout)
+	return fs, func(args []string) error { return parse(args, -1) }
 }
 
 // parseSize reads sizes such as 2GiB, 512MiB, 4096 or 1G (binary units).
@@ -120,14 +85,8 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
 func runDisk(_ context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("disk", "disk [--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT", stdout)
+	fs, parse := newFlags("disk", "[--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT", stdout)
 	size := fs.String("size", "2GiB", "disk `SIZE` (KiB, MiB, GiB, TiB)")
 	ss := fs.Int("sector-size", 512, "logical sector size, 512 or 4096")
 	guid := fs.String("disk-guid", "", "disk `GUID` (default: random)")
@@ -199,7 +158,7 @@ func runDisk(_ context.Context, args []string, stdout io.Writer) error {
 		parts = append(parts, partJSON{p.Number, p.Name(), p.Type.String(), p.FirstLBA, p.LastLBA})
 	}
 	if *asJSON {
-		return writeJSON(stdout, map[string]any{"path": out, "bytes": bytes, "sector_size": *ss, "disk_guid": g.String(), "partitions": parts})
+		return cli.WriteJSON(stdout, map[string]any{"path": out, "bytes": bytes, "sector_size": *ss, "disk_guid": g.String(), "partitions": parts})
 	}
 	fmt.Fprintf(stdout, "%s: %d bytes, %d-byte sectors, disk GUID %v\n", out, bytes, *ss, g)
 	for _, p := range parts {

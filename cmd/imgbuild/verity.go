@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/verity"
 )
 
@@ -30,12 +31,6 @@ Defaults match veritysetup format: sha256, 4096-byte blocks, a random 32-byte
 salt and UUID, superblock kept. Exit status: 0 success, 1 error, 2 usage
 error, 3 verification failed (the first bad block is named).
 `
-
-// verifyFailed carries a verification failure to the exit status.
-type verifyFailed struct{ err error }
-
-func (e *verifyFailed) Error() string { return e.err.Error() }
-func (e *verifyFailed) Unwrap() error { return e.err }
 
 func runVerity(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
@@ -115,7 +110,7 @@ func (f *paramFlags) params(randomize bool) (verity.Params, error) {
 }
 
 func verityFormat(_ context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("verity format", "verity format [options] DATA HASH", stdout)
+	fs, parse := newFlags("verity format", "[options] DATA HASH", stdout)
 	var pf paramFlags
 	pf.register(fs)
 	asJSON := fs.Bool("json", false, "print every parameter as JSON")
@@ -153,7 +148,7 @@ func verityFormat(_ context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("syncing %s: %w", hashPath, err)
 	}
 	if *asJSON {
-		return writeJSON(stdout, infoJSON(t, fs.Arg(0), hashPath))
+		return cli.WriteJSON(stdout, infoJSON(t, fs.Arg(0), hashPath))
 	}
 	if t.Uncovered > 0 {
 		fmt.Fprintf(os.Stderr, "imgbuild: note: the last %d bytes of %s are not a whole data block and are not covered\n", t.Uncovered, fs.Arg(0))
@@ -184,7 +179,7 @@ func infoJSON(t *verity.Tree, dataPath, hashPath string) map[string]any {
 }
 
 func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("verity verify", "verity verify [options] DATA HASH ROOTHASH", stdout)
+	fs, parse := newFlags("verity verify", "[options] DATA HASH ROOTHASH", stdout)
 	var pf paramFlags
 	pf.register(fs)
 	if err := parse(args); err != nil {
@@ -222,7 +217,7 @@ func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
 	if err := verity.Verify(data, data.Size(), hash, p, root); err != nil {
 		var me *verity.MismatchError
 		if errors.As(err, &me) || errors.Is(err, verity.ErrRootHashMismatch) {
-			return &verifyFailed{err}
+			return &cli.ExitError{Code: exitCorrupt, Err: fmt.Errorf("verification failed: %w", err)}
 		}
 		return err
 	}
@@ -231,7 +226,7 @@ func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
 }
 
 func verityDump(_ context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("verity dump", "verity dump [--hash-offset N] [--json] HASH", stdout)
+	fs, parse := newFlags("verity dump", "[--hash-offset N] [--json] HASH", stdout)
 	off := fs.Int64("hash-offset", 0, "byte offset of the superblock in HASH")
 	asJSON := fs.Bool("json", false, "print the fields as JSON")
 	if err := parse(args); err != nil {
@@ -254,7 +249,7 @@ func verityDump(_ context.Context, args []string, stdout io.Writer) error {
 		salt = "-"
 	}
 	if *asJSON {
-		return writeJSON(stdout, map[string]any{"uuid": verity.FormatUUID(sb.UUID), "hash_type": 1, "hash": sb.Hash,
+		return cli.WriteJSON(stdout, map[string]any{"uuid": verity.FormatUUID(sb.UUID), "hash_type": 1, "hash": sb.Hash,
 			"data_blocks": sb.DataBlocks, "data_block_size": sb.DataBlockSize, "hash_block_size": sb.HashBlockSize, "salt": salt})
 	}
 	fmt.Fprintf(stdout, "VERITY header information for %s\n", fs.Arg(0))

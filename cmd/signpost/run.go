@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +12,14 @@ import (
 
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/cli"
 )
 
 // Exit codes.
 const (
-	exitOK         = 0
-	exitError      = 1
-	exitUsage      = 2
+	exitOK         = cli.ExitOK
+	exitError      = cli.ExitFailure
+	exitUsage      = cli.ExitUsage
 	exitNoBootable = 3
 )
 
@@ -93,11 +93,6 @@ type options struct {
 	rootDevice func() (major, minor uint32, err error)
 }
 
-// usageError is a mistake on the command line: exit 2.
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return runWith(ctx, args, stdout, stderr, "/", func() (uint32, uint32, error) { return blockdev.DeviceOf("/") })
 }
@@ -147,20 +142,10 @@ func runWith(_ context.Context, args []string, stdout, stderr io.Writer, sysRoot
 		return exitUsage
 	}
 	err := execute(name, cmd, o, stdout, stderr)
-	var ue *usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "signpost: %v\n", err)
-		return exitUsage
-	case errors.Is(err, gptprio.ErrNoBootableSet):
-		fmt.Fprintf(stderr, "signpost: %s: %v\n", name, err)
-		return exitNoBootable
-	default:
-		fmt.Fprintf(stderr, "signpost: %s: %v\n", name, err)
-		return exitError
+	if errors.Is(err, gptprio.ErrNoBootableSet) {
+		err = &cli.ExitError{Code: exitNoBootable, Err: err}
 	}
+	return cli.Report("signpost", name, err, stderr)
 }
 
 // target is the disk to work on and what is known about the running set.
@@ -177,7 +162,7 @@ func findTarget(o *options) (target, error) {
 	if o.active != "" {
 		s, err := gptprio.ParseSet(o.active)
 		if err != nil {
-			return tg, &usageError{fmt.Sprintf("--active %q: want a or b", o.active)}
+			return tg, cli.Usagef("--active %q: want a or b", o.active)
 		}
 		tg.active = &s
 	}
@@ -252,10 +237,10 @@ func execute(name string, cmd command, o *options, stdout, stderr io.Writer) err
 		}
 	}
 	if cmd.needsActive && tg.active == nil {
-		return &usageError{fmt.Sprintf("%s on %s needs --active a|b: there is no running system on this disk to tell which set is active", name, tg.path)}
+		return cli.Usagef("%s on %s needs --active a|b: there is no running system on this disk to tell which set is active", name, tg.path)
 	}
 	if tg.active != nil && int(*tg.active) >= len(l.Sets) {
-		return &usageError{fmt.Sprintf("--active %v: %s has a single partition set", *tg.active, tg.path)}
+		return cli.Usagef("--active %v: %s has a single partition set", *tg.active, tg.path)
 	}
 
 	switch name {
@@ -267,7 +252,7 @@ func execute(name string, cmd command, o *options, stdout, stderr io.Writer) err
 			return fmt.Errorf("%s: %w", tg.path, err)
 		}
 		if o.json {
-			return writeJSON(stdout, map[string]any{"disk": tg.path, "boot_ever_succeeded": ok})
+			return cli.WriteJSON(stdout, map[string]any{"disk": tg.path, "boot_ever_succeeded": ok})
 		}
 		fmt.Fprintln(stdout, ok)
 		return nil
@@ -282,7 +267,7 @@ func execute(name string, cmd command, o *options, stdout, stderr io.Writer) err
 			}
 		}
 		if o.json {
-			return writeJSON(stdout, map[string]any{"disk": tg.path, "next": s.String(), "try_used": used,
+			return cli.WriteJSON(stdout, map[string]any{"disk": tg.path, "next": s.String(), "try_used": used,
 				"dry_run": o.dryRun, "changes": changes(t, nt)})
 		}
 		fmt.Fprintln(stdout, s)
@@ -458,14 +443,8 @@ func formatEdit(w io.Writer, v any) {
 
 func printJSONOrText(w io.Writer, asJSON bool, v any, text func(io.Writer, any)) error {
 	if asJSON {
-		return writeJSON(w, v)
+		return cli.WriteJSON(w, v)
 	}
 	text(w, v)
 	return nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,15 +13,16 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/repo"
 	"github.com/updog/updog/signing"
 	"github.com/updog/updog/waves"
 )
 
 const (
-	exitOK       = 0
-	exitError    = 1
-	exitUsage    = 2
+	exitOK       = cli.ExitOK
+	exitError    = cli.ExitFailure
+	exitUsage    = cli.ExitUsage
 	exitExpiring = 3
 )
 
@@ -42,15 +42,9 @@ Run tuftool COMMAND --help for the options of each.
 Exit status: 0 success, 1 error, 2 usage error, 3 metadata expires soon.
 `
 
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
-
 var (
-	errHelp     = errors.New("help shown")
-	errExpiring = errors.New("metadata expires within the window")
+	usagef  = cli.Usagef
+	errHelp = cli.ErrHelp
 )
 
 type env struct {
@@ -79,42 +73,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	default:
 		err = c(e, args[1:])
 	}
-	var ue *usageError
-	switch {
-	case err == nil, errors.Is(err, errHelp):
-		return exitOK
-	case errors.Is(err, errExpiring):
-		return exitExpiring
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "tuftool: %v\n", err)
-		return exitUsage
-	default:
-		fmt.Fprintf(stderr, "tuftool: %s: %v\n", args[0], err)
-		return exitError
-	}
+	return cli.Report("tuftool", args[0], err, stderr)
 }
 
 // flags builds a command's flag set; parse handles --help and the number
 // of positional arguments.
 func flags(name, synopsis string, e *env) (*pflag.FlagSet, func(args []string, nargs int) error) {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	help := fs.BoolP("help", "h", false, "show this help")
-	return fs, func(args []string, nargs int) error {
-		if err := fs.Parse(args); err != nil {
-			return usagef("%s: %v", name, err)
-		}
-		if *help {
-			fmt.Fprintf(e.stdout, "Usage: tuftool %s %s\n\nOptions:\n", name, synopsis)
-			fs.SetOutput(e.stdout)
-			fs.PrintDefaults()
-			return errHelp
-		}
-		if nargs >= 0 && fs.NArg() != nargs {
-			return usagef("%s: want %d argument(s), got %d (see tuftool %s --help)", name, nargs, fs.NArg(), name)
-		}
-		return nil
-	}
+	return cli.Flags("tuftool", name, synopsis, e.stdout)
 }
 
 // parseWhen reads an expiry: RFC 3339, or "in 52 weeks" / "in 7 days".
@@ -167,12 +132,6 @@ func (k *keyFlags) signers() ([]signing.Signer, error) {
 		out = append(out, &signing.CommandSigner{Public: pub, Argv: strings.Fields(command)})
 	}
 	return out, nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func cmdGenKey(e *env, args []string) error {
@@ -234,7 +193,12 @@ Every change but sign clears the root's signatures: they signed the old content.
 	}
 	sub, args := args[0], args[1:]
 	name := "root " + sub
-	fs, parse := flags(name, "ROOT.json ...", e)
+	synopsis := map[string]string{
+		"init": "ROOT.json [--expires T]", "add-key": "ROOT.json -k KEYFILE [-k ...] --role ROLE [--role ...]",
+		"remove-key": "ROOT.json KEYID [--role ROLE]", "set-threshold": "ROOT.json ROLE N", "expire": "ROOT.json TIME",
+		"bump-version": "ROOT.json", "sign": "ROOT.json -k KEYFILE [-k ...] [--cross-sign OLD.json] [--ignore-threshold]",
+	}[sub]
+	fs, parse := flags(name, synopsis, e)
 	edit := func(f func(r *repo.Root) error) error {
 		path := fs.Arg(0)
 		r, err := repo.LoadRoot(path)
@@ -371,7 +335,7 @@ func (p *publishFlags) options(e *env, signers []signing.Signer) (repo.Options, 
 
 func printResult(e *env, res *repo.Result, asJSON bool) error {
 	if asJSON {
-		return writeJSON(e.stdout, res)
+		return cli.WriteJSON(e.stdout, res)
 	}
 	fmt.Fprintf(e.stdout, "published %s: root v%d, targets v%d, snapshot v%d, timestamp v%d, %d target(s)\n",
 		res.Dir, res.RootVersion, res.TargetsVersion, res.SnapshotVersion, res.TimestampVersion, res.Targets)
@@ -475,7 +439,7 @@ func cmdDownload(e *env, args []string) error {
 		return err
 	}
 	if *asJSON {
-		return writeJSON(e.stdout, got)
+		return cli.WriteJSON(e.stdout, got)
 	}
 	for _, t := range got {
 		fmt.Fprintf(e.stdout, "%s\t%d bytes\tsha256 %s\n", t.Name, t.Length, t.SHA256)
@@ -507,7 +471,7 @@ func cmdCheckExpiry(e *env, args []string) error {
 		soon = soon || x.Soon
 	}
 	if *asJSON {
-		if err := writeJSON(e.stdout, ex); err != nil {
+		if err := cli.WriteJSON(e.stdout, ex); err != nil {
 			return err
 		}
 	} else {
@@ -526,7 +490,7 @@ func cmdCheckExpiry(e *env, args []string) error {
 		tw.Flush()
 	}
 	if soon {
-		return errExpiring
+		return &cli.ExitError{Code: exitExpiring, Err: errors.New("metadata expires within the window"), Quiet: true}
 	}
 	return nil
 }

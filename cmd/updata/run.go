@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,14 +12,15 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/manifest"
 	"github.com/updog/updog/waves"
 )
 
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK    = cli.ExitOK
+	exitError = cli.ExitFailure
+	exitUsage = cli.ExitUsage
 )
 
 const usage = `Usage: updata COMMAND MANIFEST [options]
@@ -40,13 +40,7 @@ Run updata COMMAND --help for the options of each.
 Exit status: 0 success, 1 error, 2 usage error.
 `
 
-type usageError struct{ msg string }
-
-func (e *usageError) Error() string { return e.msg }
-
-func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(format, a...)} }
-
-var errHelp = errors.New("help shown")
+var usagef = cli.Usagef
 
 type env struct {
 	stdout io.Writer
@@ -73,37 +67,16 @@ func run(_ context.Context, args []string, stdout, stderr io.Writer, now func() 
 	default:
 		err = c(e, args[1:])
 	}
-	var ue *usageError
-	switch {
-	case err == nil, errors.Is(err, errHelp):
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "updata: %v\n", err)
-		return exitUsage
-	default:
-		fmt.Fprintf(stderr, "updata: %s: %v\n", args[0], err)
-		return exitError
-	}
+	return cli.Report("updata", args[0], err, stderr)
 }
 
 // flags builds a command's flag set; parse handles --help and checks that
 // exactly one MANIFEST was given.
 func flags(name, synopsis string, e *env) (*pflag.FlagSet, func([]string) (string, error)) {
-	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	help := fs.BoolP("help", "h", false, "show this help")
+	fs, parse := cli.Flags("updata", name, synopsis, e.stdout)
 	return fs, func(args []string) (string, error) {
-		if err := fs.Parse(args); err != nil {
-			return "", usagef("%s: %v", name, err)
-		}
-		if *help {
-			fmt.Fprintf(e.stdout, "Usage: updata %s %s\n\nOptions:\n", name, synopsis)
-			fs.SetOutput(e.stdout)
-			fs.PrintDefaults()
-			return "", errHelp
-		}
-		if fs.NArg() != 1 {
-			return "", usagef("%s: exactly one MANIFEST is needed", name)
+		if err := parse(args, 1); err != nil {
+			return "", err
 		}
 		return fs.Arg(0), nil
 	}
@@ -413,7 +386,7 @@ func cmdValidate(e *env, args []string) error {
 				res["problems"] = []string{verr.Error()}
 			}
 		}
-		if err := writeJSON(e.stdout, res); err != nil {
+		if err := cli.WriteJSON(e.stdout, res); err != nil {
 			return err
 		}
 	} else {
@@ -455,7 +428,7 @@ func printWaves(w io.Writer, u *manifest.Update, asJSON bool) error {
 	s := u.Schedule()
 	info := s.Describe()
 	if asJSON {
-		return writeJSON(w, map[string]any{"release": u.String(), "waves": info, "pauses": s.Pauses})
+		return cli.WriteJSON(w, map[string]any{"release": u.String(), "waves": info, "pauses": s.Pauses})
 	}
 	if len(info) == 0 {
 		fmt.Fprintf(w, "%s has no waves: every host may take it at once\n", u)
@@ -479,10 +452,4 @@ func printWaves(w io.Writer, u *manifest.Update, asJSON bool) error {
 		fmt.Fprintln(w, "(windows above are before pauses; each pause shifts what follows it)")
 	}
 	return nil
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -79,56 +79,60 @@ func loadExisting(ctx context.Context, f *fetch.Fetcher, metaURL string) (*exist
 	if err != nil {
 		return nil, fmt.Errorf("reading timestamp.json from %s: %w", metaURL, err)
 	}
-	if ex.timestamp, err = metadata.Timestamp().FromBytes(tsRaw); err != nil {
-		return nil, fmt.Errorf("timestamp.json: %w", err)
+	if ex.timestamp, err = verifiedRole(ex.latest, metadata.TIMESTAMP, tsRaw, metadata.Timestamp().FromBytes); err != nil {
+		return nil, err
 	}
-	if err := ex.latest.VerifyDelegate(metadata.TIMESTAMP, ex.timestamp); err != nil {
-		return nil, fmt.Errorf("%w: timestamp.json: %v", ErrThreshold, err)
+	if ex.snapshotRaw, err = fetchListed(ex.latest, ex.timestamp.Signed.Meta, "snapshot.json", "timestamp.json", maxSnapshotBytes, get); err != nil {
+		return nil, err
 	}
-	sm, ok := ex.timestamp.Signed.Meta["snapshot.json"]
-	if !ok {
-		return nil, errors.New("repo: timestamp.json lists no snapshot.json")
+	if ex.snapshot, err = verifiedRole(ex.latest, metadata.SNAPSHOT, ex.snapshotRaw, metadata.Snapshot().FromBytes); err != nil {
+		return nil, err
 	}
-	snapName := "snapshot.json"
-	if ex.latest.Signed.ConsistentSnapshot {
-		snapName = strconv.FormatInt(sm.Version, 10) + ".snapshot.json"
+	if ex.targetsRaw, err = fetchListed(ex.latest, ex.snapshot.Signed.Meta, "targets.json", "the snapshot", maxTargetsBytes, get); err != nil {
+		return nil, err
 	}
-	if ex.snapshotRaw, err = get(snapName, maxSnapshotBytes); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", snapName, err)
-	}
-	if err := sm.VerifyLengthHashes(ex.snapshotRaw); err != nil {
-		return nil, fmt.Errorf("%s does not match timestamp.json: %w", snapName, err)
-	}
-	if ex.snapshot, err = metadata.Snapshot().FromBytes(ex.snapshotRaw); err != nil {
-		return nil, fmt.Errorf("%s: %w", snapName, err)
-	}
-	if err := ex.latest.VerifyDelegate(metadata.SNAPSHOT, ex.snapshot); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrThreshold, snapName, err)
-	}
-	tm, ok := ex.snapshot.Signed.Meta["targets.json"]
-	if !ok {
-		return nil, errors.New("repo: the snapshot lists no targets.json")
-	}
-	targName := "targets.json"
-	if ex.latest.Signed.ConsistentSnapshot {
-		targName = strconv.FormatInt(tm.Version, 10) + ".targets.json"
-	}
-	if ex.targetsRaw, err = get(targName, maxTargetsBytes); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", targName, err)
-	}
-	if err := tm.VerifyLengthHashes(ex.targetsRaw); err != nil {
-		return nil, fmt.Errorf("%s does not match the snapshot: %w", targName, err)
-	}
-	if ex.targets, err = metadata.Targets().FromBytes(ex.targetsRaw); err != nil {
-		return nil, fmt.Errorf("%s: %w", targName, err)
-	}
-	if err := ex.latest.VerifyDelegate(metadata.TARGETS, ex.targets); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrThreshold, targName, err)
+	if ex.targets, err = verifiedRole(ex.latest, metadata.TARGETS, ex.targetsRaw, metadata.Targets().FromBytes); err != nil {
+		return nil, err
 	}
 	if fetch.IsLocal(metaURL) {
 		ex.targetsDir = filepath.Join(filepath.Dir(filepath.Clean(localDir(metaURL))), "targets")
 	}
 	return ex, nil
+}
+
+// fetchListed reads the metadata file that lister's meta lists under name
+// (N.name with consistent snapshots) and checks it against the listed
+// length and hashes.
+func fetchListed(root *Root, meta map[string]*metadata.MetaFiles, name, lister string, max int64, get func(string, int64) ([]byte, error)) ([]byte, error) {
+	m, ok := meta[name]
+	if !ok {
+		return nil, fmt.Errorf("repo: %s lists no %s", lister, name)
+	}
+	file := name
+	if root.Signed.ConsistentSnapshot {
+		file = strconv.FormatInt(m.Version, 10) + "." + name
+	}
+	b, err := get(file, max)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", file, err)
+	}
+	if err := m.VerifyLengthHashes(b); err != nil {
+		return nil, fmt.Errorf("%s does not match %s: %w", file, lister, err)
+	}
+	return b, nil
+}
+
+// verifiedRole parses a role's metadata and checks its signatures against
+// root (not its expiry).
+func verifiedRole[T metadata.Roles](root *Root, role string, raw []byte, parse func([]byte) (*metadata.Metadata[T], error)) (*metadata.Metadata[T], error) {
+	md, err := parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s metadata: %w", role, err)
+	}
+	if err := root.VerifyDelegate(role, md); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrThreshold, role, err)
+	}
+	return md, nil
 }
 
 func localDir(loc string) string {

@@ -110,3 +110,43 @@ func TestUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestRootRotationCLI rotates the root key with the root subcommands and
+// publishes the rotation; a client trusting version 1 follows it.
+func TestRootRotationCLI(t *testing.T) {
+	dir := t.TempDir()
+	p := func(name string) string { return filepath.Join(dir, name) }
+	ids := map[string]string{}
+	for _, k := range []string{"old", "new", "other", "unused"} {
+		ids[k] = strings.TrimSpace(must(t, "gen-key", "--out", p(k+".pem")))
+	}
+	root := p("root.json")
+	must(t, "root", "init", root)
+	must(t, "root", "add-key", root, "-k", p("old.pem"), "--role", "root")
+	must(t, "root", "add-key", root, "-k", p("other.pem"), "--role", "targets", "--role", "snapshot", "--role", "timestamp")
+	must(t, "root", "sign", root, "-k", p("old.pem"))
+	keys := []string{"-k", p("old.pem"), "-k", p("new.pem"), "-k", p("other.pem")}
+	must(t, append([]string{"create", "--root", root, "--outdir", p("repo1")}, keys...)...)
+	v1, _ := os.ReadFile(root)
+
+	next := p("root2.json")
+	os.WriteFile(next, v1, 0o644)
+	must(t, "root", "bump-version", next)
+	must(t, "root", "add-key", next, "-k", p("new.pem"), "--role", "root")
+	if _, _, code := tt("root", "remove-key", next, ids["unused"]); code == 0 {
+		t.Error("removing a key the root does not list succeeded")
+	}
+	must(t, "root", "remove-key", next, ids["old"], "--role", "root")
+	must(t, "root", "expire", next, "in 30 days")
+	if _, errs, code := tt("root", "sign", next, "-k", p("new.pem"), "--cross-sign", root); code == 0 {
+		t.Errorf("a rotation signed by the new key alone was accepted")
+	} else if !strings.Contains(errs, "threshold") {
+		t.Errorf("unclear refusal: %s", errs)
+	}
+	must(t, "root", "sign", next, "-k", p("new.pem"), "-k", p("old.pem"), "--cross-sign", root)
+	must(t, append([]string{"update", "--root", next, "--metadata-url", p("repo1/metadata"), "--outdir", p("repo2")}, keys...)...)
+	if _, err := os.Stat(p("repo2/metadata/2.root.json")); err != nil {
+		t.Fatal("the rotated root was not published")
+	}
+	must(t, "download", "--root", root, "--metadata-url", p("repo2/metadata"), "--targets-url", p("repo2/targets"), p("dl"))
+}

@@ -36,9 +36,10 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 demo: build ## walk the A/B boot-state life cycle on a generated disk image
 	@scripts/demo.sh
 
-lint: ## gofmt, go vet
+lint: ## gofmt, go vet, staticcheck
 	@test -z "$$(gofmt -s -l $$(git ls-files '*.go'))" || { gofmt -s -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	GOFLAGS=-mod=mod $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 clean: ## remove build and demo output
 	rm -rf $(BIN) demo

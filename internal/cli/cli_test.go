@@ -34,7 +34,7 @@ func TestFlags(t *testing.T) {
 	if err := parse([]string{"--n", "5", "x"}, 1); err != nil || *n != 5 {
 		t.Fatalf("%v %d", err, *n)
 	}
-	fs, parse = Flags("prog", "sub", "ARG", &out)
+	_, parse = Flags("prog", "sub", "ARG", &out)
 	if err := parse([]string{"--help"}, 1); !errors.Is(err, ErrHelp) || !strings.Contains(out.String(), "Usage: prog sub ARG") {
 		t.Fatalf("help: %v %q", err, out.String())
 	}

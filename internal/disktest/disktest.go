@@ -224,17 +224,6 @@ func (m *Mem) ResetLog() {
 	m.base = copyChunks(m.chunks)
 }
 
-// Clone returns an independent copy of the disk's current contents, with an
-// empty log.
-func (m *Mem) Clone() *Mem {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	c := New(m.size, m.sectorSize)
-	c.chunks = copyChunks(m.chunks)
-	c.base = copyChunks(m.chunks)
-	return c
-}
-
 // Equal reports whether two disks hold the same bytes.
 func (m *Mem) Equal(o *Mem) bool {
 	m.mu.Lock()

@@ -27,6 +27,8 @@ type DownloadOptions struct {
 	Now     func() time.Time
 	Fetcher *fetch.Fetcher
 	Logger  *slog.Logger
+	// Progress, when set, is told about targets as they stream in.
+	Progress Progress
 }
 
 // Download refreshes the metadata at metaURL from the trusted root rootRaw
@@ -80,7 +82,7 @@ func Download(ctx context.Context, rootRaw []byte, metaURL, targetsURL string, n
 		if err != nil {
 			return got, fmt.Errorf("target %s: %w", name, err)
 		}
-		t, err := streamTarget(ctx, f, targetsURL, name, tf, consistent, outdir)
+		t, err := streamTarget(ctx, f, targetsURL, name, tf, consistent, outdir, progressOr(o.Progress))
 		if err != nil {
 			return got, fmt.Errorf("target %s: %w", name, err)
 		}
@@ -89,7 +91,7 @@ func Download(ctx context.Context, rootRaw []byte, metaURL, targetsURL string, n
 	return got, nil
 }
 
-func streamTarget(ctx context.Context, f *fetch.Fetcher, targetsURL, name string, tf *metadata.TargetFiles, consistent bool, outdir string) (Target, error) {
+func streamTarget(ctx context.Context, f *fetch.Fetcher, targetsURL, name string, tf *metadata.TargetFiles, consistent bool, outdir string, prog Progress) (Target, error) {
 	remote := name
 	hashes := map[string][]byte{}
 	for alg, sum := range tf.Hashes {
@@ -125,7 +127,10 @@ func streamTarget(ctx context.Context, f *fetch.Fetcher, targetsURL, name string
 		return Target{}, err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := io.Copy(tmp, v); err != nil {
+	prog.Start(name, tf.Length)
+	_, err = io.Copy(tmp, io.TeeReader(v, progressWriter{prog}))
+	prog.Finish()
+	if err != nil {
 		tmp.Close()
 		return Target{}, err
 	}
@@ -140,6 +145,13 @@ func streamTarget(ctx context.Context, f *fetch.Fetcher, targetsURL, name string
 		return Target{}, err
 	}
 	return Target{Name: name, Length: tf.Length, SHA256: sum}, nil
+}
+
+type progressWriter struct{ p Progress }
+
+func (w progressWriter) Write(b []byte) (int, error) {
+	w.p.Add(len(b))
+	return len(b), nil
 }
 
 // Expiry is one role's expiry.

@@ -56,6 +56,29 @@ type Options struct {
 	Logger *slog.Logger
 	// Fetcher reads remote metadata for Update (default fetch.New()).
 	Fetcher *fetch.Fetcher
+	// Progress, when set, is told about targets as they are copied.
+	Progress Progress
+}
+
+// Progress receives byte counts while targets are copied or downloaded (a
+// terminal progress line, in the commands).
+type Progress interface {
+	Start(name string, total int64)
+	Add(n int)
+	Finish()
+}
+
+type noProgress struct{}
+
+func (noProgress) Start(string, int64) {}
+func (noProgress) Add(int)             {}
+func (noProgress) Finish()             {}
+
+func progressOr(p Progress) Progress {
+	if p == nil {
+		return noProgress{}
+	}
+	return p
 }
 
 func (o *Options) now() time.Time {
@@ -180,12 +203,17 @@ const copyBufSize = 1 << 20
 
 // addTarget copies src into the staged targets directory, hashing it on
 // the way, and names the copy <sha256>.<name>.
-func (s *staged) addTarget(ctx context.Context, name, src string) (*metadata.TargetFiles, string, error) {
+func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress) (*metadata.TargetFiles, string, error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return nil, "", err
 	}
 	defer in.Close()
+	prog = progressOr(prog)
+	if fi, err := in.Stat(); err == nil {
+		prog.Start(name, fi.Size())
+	}
+	defer prog.Finish()
 	tmp, err := os.CreateTemp(s.targetsDir, ".incoming-")
 	if err != nil {
 		return nil, "", err
@@ -207,6 +235,7 @@ func (s *staged) addTarget(ctx context.Context, name, src string) (*metadata.Tar
 				return nil, "", fmt.Errorf("writing target %s: %w", name, err)
 			}
 			n += int64(k)
+			prog.Add(k)
 		}
 		if errors.Is(rerr, io.EOF) {
 			break
@@ -468,7 +497,7 @@ func Create(ctx context.Context, root *Root, targetsDir, outdir string, o Option
 		p.timestamp.Signed.Version = orDefault(o.TimestampVersion, 1)
 		res := &Result{Dir: outdir}
 		for _, name := range names {
-			tf, sum, err := s.addTarget(ctx, name, filepath.Join(targetsDir, name))
+			tf, sum, err := s.addTarget(ctx, name, filepath.Join(targetsDir, name), o.Progress)
 			if err != nil {
 				return nil, err
 			}

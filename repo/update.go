@@ -99,7 +99,7 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 	res := &Result{Dir: outdir}
 	err = func() error {
 		for _, name := range names {
-			tf, sum, err := s.addTarget(ctx, name, filepath.Join(addTargetsDir, name))
+			tf, sum, err := s.addTarget(ctx, name, filepath.Join(addTargetsDir, name), o.Progress)
 			if err != nil {
 				return err
 			}

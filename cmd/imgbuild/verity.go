@@ -140,7 +140,10 @@ func verityFormat(_ context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("opening hash device: %w", err)
 	}
 	defer hash.Close()
-	t, err := verity.Format(data, data.Size(), hash, p)
+	prog := cli.NewProgress(os.Stderr)
+	prog.Start("hashing "+fs.Arg(0), data.Size())
+	t, err := verity.Format(prog.ReaderAt(data), data.Size(), hash, p)
+	prog.Finish()
 	if err != nil {
 		return err
 	}
@@ -214,7 +217,11 @@ func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return usagef("verity verify: %v", err)
 	}
-	if err := verity.Verify(data, data.Size(), hash, p, root); err != nil {
+	prog := cli.NewProgress(os.Stderr)
+	prog.Start("verifying "+fs.Arg(0), data.Size())
+	err = verity.Verify(prog.ReaderAt(data), data.Size(), hash, p, root)
+	prog.Finish()
+	if err != nil {
 		var me *verity.MismatchError
 		if errors.As(err, &me) || errors.Is(err, verity.ErrRootHashMismatch) {
 			return &cli.ExitError{Code: exitCorrupt, Err: fmt.Errorf("verification failed: %w", err)}

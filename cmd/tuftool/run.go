@@ -48,9 +48,10 @@ var (
 )
 
 type env struct {
-	ctx    context.Context
-	stdout io.Writer
-	now    func() time.Time
+	ctx      context.Context
+	stdout   io.Writer
+	now      func() time.Time
+	progress repo.Progress // nil unless stderr is a terminal
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
@@ -59,6 +60,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 		return exitUsage
 	}
 	e := &env{ctx: ctx, stdout: stdout, now: now}
+	if f, ok := stderr.(*os.File); ok {
+		if p := cli.NewProgress(f); p != nil {
+			e.progress = p
+		}
+	}
 	cmds := map[string]func(*env, []string) error{
 		"gen-key": cmdGenKey, "root": cmdRoot, "create": cmdCreate, "update": cmdUpdate,
 		"download": cmdDownload, "check-expiry": cmdCheckExpiry,
@@ -318,7 +324,7 @@ func (p *publishFlags) register(fs *pflag.FlagSet) {
 }
 
 func (p *publishFlags) options(e *env, signers []signing.Signer) (repo.Options, error) {
-	o := repo.Options{Signers: signers, Now: e.now,
+	o := repo.Options{Signers: signers, Now: e.now, Progress: e.progress,
 		TargetsVersion: p.versions[0], SnapshotVersion: p.versions[1], TimestampVersion: p.versions[2]}
 	for i, dst := range []*time.Time{&o.TargetsExpires, &o.SnapshotExpires, &o.TimestampExpires} {
 		if p.expires[i] == "" {
@@ -434,7 +440,7 @@ func cmdDownload(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	got, err := repo.Download(e.ctx, root, *metaURL, *targetsURL, *names, fs.Arg(0), repo.DownloadOptions{Now: e.now})
+	got, err := repo.Download(e.ctx, root, *metaURL, *targetsURL, *names, fs.Arg(0), repo.DownloadOptions{Now: e.now, Progress: e.progress})
 	if err != nil {
 		return err
 	}

@@ -48,3 +48,21 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("unknown flag: %v", err)
 	}
 }
+
+func TestProgress(t *testing.T) {
+	var nilP *Progress
+	nilP.Start("x", 1) // a nil Progress is a no-op
+	nilP.Add(1)
+	nilP.Finish()
+	var b bytes.Buffer
+	p := &Progress{w: &b}
+	p.Start("root.img", 4<<20)
+	p.Add(1 << 20)
+	if !strings.Contains(b.String(), "root.img   25% 1 MiB / 4 MiB") {
+		t.Errorf("progress line %q", b.String())
+	}
+	p.Finish()
+	if !strings.HasSuffix(b.String(), "\r\033[K") {
+		t.Error("Finish did not erase the line")
+	}
+}

@@ -339,6 +339,21 @@ func (p *publishFlags) options(e *env, signers []signing.Signer) (repo.Options, 
 	return o, nil
 }
 
+// loadForPublish loads the root, the keys and the options of create and
+// update.
+func loadForPublish(e *env, rootPath string, kf *keyFlags, pf *publishFlags) (*repo.Root, repo.Options, error) {
+	signers, err := kf.signers()
+	if err != nil {
+		return nil, repo.Options{}, err
+	}
+	o, err := pf.options(e, signers)
+	if err != nil {
+		return nil, o, err
+	}
+	root, err := repo.LoadRoot(rootPath)
+	return root, o, err
+}
+
 func printResult(e *env, res *repo.Result, asJSON bool) error {
 	if asJSON {
 		return cli.WriteJSON(e.stdout, res)
@@ -367,15 +382,7 @@ func cmdCreate(e *env, args []string) error {
 	if *rootPath == "" || *outdir == "" {
 		return usagef("create: --root and --outdir are required")
 	}
-	signers, err := kf.signers()
-	if err != nil {
-		return err
-	}
-	o, err := pf.options(e, signers)
-	if err != nil {
-		return err
-	}
-	root, err := repo.LoadRoot(*rootPath)
+	root, o, err := loadForPublish(e, *rootPath, &kf, &pf)
 	if err != nil {
 		return err
 	}
@@ -404,15 +411,7 @@ func cmdUpdate(e *env, args []string) error {
 	if *rootPath == "" || *metaURL == "" || *outdir == "" {
 		return usagef("update: --root, --metadata-url and --outdir are required")
 	}
-	signers, err := kf.signers()
-	if err != nil {
-		return err
-	}
-	o, err := pf.options(e, signers)
-	if err != nil {
-		return err
-	}
-	root, err := repo.LoadRoot(*rootPath)
+	root, o, err := loadForPublish(e, *rootPath, &kf, &pf)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -182,12 +183,13 @@ func (s *staged) commit(outdir string) error {
 
 func (s *staged) abort() { os.RemoveAll(s.tmp) }
 
-func writeSynced(path string, data []byte) error {
+// writeNew creates path (which must not exist) with what r holds, synced.
+func writeNew(path string, r io.Reader) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := io.Copy(f, r); err != nil {
 		f.Close()
 		return err
 	}
@@ -271,19 +273,7 @@ func (s *staged) linkTarget(src, stored string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
+	return writeNew(dst, in)
 }
 
 // listTargets returns the regular files of dir by name, refusing names a
@@ -412,7 +402,7 @@ func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options)
 		return fmt.Errorf("refusing to publish metadata a client would reject: %w", err)
 	}
 	for name, b := range files {
-		if err := writeSynced(filepath.Join(s.metaDir, name), b); err != nil {
+		if err := writeNew(filepath.Join(s.metaDir, name), bytes.NewReader(b)); err != nil {
 			return err
 		}
 	}

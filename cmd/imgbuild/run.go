@@ -38,23 +38,11 @@ var (
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, topUsage)
-		return exitUsage
+	cmds := map[string]func(context.Context, []string) error{
+		"disk":   func(ctx context.Context, a []string) error { return runDisk(ctx, a, stdout) },
+		"verity": func(ctx context.Context, a []string) error { return runVerity(ctx, a, stdout) },
 	}
-	var err error
-	switch args[0] {
-	case "-h", "--help", "help":
-		fmt.Fprint(stdout, topUsage)
-		return exitOK
-	case "disk":
-		err = runDisk(ctx, args[1:], stdout)
-	case "verity":
-		err = runVerity(ctx, args[1:], stdout)
-	default:
-		err = usagef("unknown command %q\n\n%s", args[0], topUsage)
-	}
-	return cli.Report("imgbuild", args[0], err, stderr)
+	return cli.Dispatch("imgbuild", topUsage, args, stdout, stderr, ctx, cmds)
 }
 
 // newFlags returns a subcommand's flag set and a parser that handles --help.

@@ -55,10 +55,6 @@ type env struct {
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
 	e := &env{ctx: ctx, stdout: stdout, now: now}
 	if f, ok := stderr.(*os.File); ok {
 		if p := cli.NewProgress(f); p != nil {
@@ -69,17 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 		"gen-key": cmdGenKey, "root": cmdRoot, "create": cmdCreate, "update": cmdUpdate,
 		"download": cmdDownload, "check-expiry": cmdCheckExpiry,
 	}
-	var err error
-	switch c, ok := cmds[args[0]]; {
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	case !ok:
-		err = usagef("unknown command %q (see tuftool --help)", args[0])
-	default:
-		err = c(e, args[1:])
-	}
-	return cli.Report("tuftool", args[0], err, stderr)
+	return cli.Dispatch("tuftool", usage, args, stdout, stderr, e, cmds)
 }
 
 // flags builds a command's flag set; parse handles --help and the number

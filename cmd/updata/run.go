@@ -48,26 +48,12 @@ type env struct {
 }
 
 func run(_ context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
 	e := &env{stdout: stdout, now: now}
 	cmds := map[string]func(*env, []string) error{
 		"init": cmdInit, "add-update": cmdAdd, "remove-update": cmdRemove, "set-waves": cmdSetWaves,
 		"set-max-version": cmdSetMax, "pause": cmdPause, "resume": cmdResume, "validate": cmdValidate, "waves": cmdWaves,
 	}
-	var err error
-	switch c, ok := cmds[args[0]]; {
-	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	case !ok:
-		err = usagef("unknown command %q (see updata --help)", args[0])
-	default:
-		err = c(e, args[1:])
-	}
-	return cli.Report("updata", args[0], err, stderr)
+	return cli.Dispatch("updata", usage, args, stdout, stderr, e, cmds)
 }
 
 // flags builds a command's flag set; parse handles --help and checks that

@@ -94,3 +94,24 @@ func WriteJSON(w io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// Dispatch runs the subcommand named by args[0]: with no arguments it
+// prints usage to stderr (exit 2), with -h, --help or help it prints usage
+// to stdout (exit 0), and an unknown name is a usage error.
+func Dispatch[E any](prog, usage string, args []string, stdout, stderr io.Writer, e E, cmds map[string]func(E, []string) error) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitUsage
+	}
+	var err error
+	switch c, ok := cmds[args[0]]; {
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	case !ok:
+		err = Usagef("unknown command %q (see %s --help)", args[0], prog)
+	default:
+		err = c(e, args[1:])
+	}
+	return Report(prog, args[0], err, stderr)
+}

@@ -7,7 +7,7 @@ CMDS     := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 30s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test bench fuzz demo lint tools clean
+.PHONY: help build test check-hostile bench fuzz demo lint tools clean
 
 help: ## show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -18,9 +18,12 @@ build: ## build every command into bin/
 tools: ## install the external tools the tests compare against (as root, Debian)
 	@scripts/install-deps.sh
 
-test: tools ## install what is needed, then run every test with the race detector
+test: tools check-hostile ## install what is needed, then run every test with the race detector
 	$(GO) vet ./...
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -skip '^TestHostile' ./...
+
+check-hostile: ## the hostile-user scenarios: FIFOs, signals, concurrency, stalled servers, overflow
+	$(GO) test -race -count=1 -run '^TestHostile' ./...
 
 bench: tools build ## run the benchmarks (each prints its ratio against its reference)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./...

@@ -1,14 +1,26 @@
 module github.com/updog/updog
 
-go 1.26
+go 1.26.0
 
 require (
 	github.com/secure-systems-lab/go-securesystemslib v0.11.0
 	github.com/spf13/pflag v1.0.10
-	golang.org/x/sys v0.43.0
+	golang.org/x/sys v0.48.0
 )
 
-require github.com/cenkalti/backoff/v5 v5.0.3 // indirect
+require (
+	github.com/BurntSushi/toml v1.6.0 // indirect
+	github.com/VividCortex/ewma v1.2.0 // indirect
+	github.com/acarl005/stripansi v0.0.0-20180116102854-5a71ef0e047d // indirect
+	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
+	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
+	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/mattn/go-runewidth v0.0.30 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/ulikunitz/xz v0.5.17 // indirect
+	github.com/vbauerster/cupwriter v0.0.5 // indirect
+	github.com/vbauerster/mpb/v8 v8.16.2 // indirect
+)
 
 require (
 	github.com/google/go-containerregistry v0.20.7 // indirect

@@ -169,10 +169,15 @@ func parseUpdate(raw []byte, what string) (*Update, error) {
 	if err := o.takeInto("pauses", &pauses, false, what); err != nil {
 		return nil, err
 	}
-	for _, p := range pauses {
+	for i, p := range pauses {
 		wp := waves.Pause{From: p.From}
 		if p.To != nil {
 			wp.To = *p.To
+		}
+		for _, t := range []time.Time{wp.From, wp.To} {
+			if err := checkTimeRange(t); err != nil {
+				return nil, fmt.Errorf("%s: pauses[%d]: %w", what, i, err)
+			}
 		}
 		u.Pauses = append(u.Pauses, wp)
 	}
@@ -256,9 +261,21 @@ func ParseTime(s string) (time.Time, error) {
 	norm := fmt.Sprintf("%s-%s-%sT%s:%s:%s%s%s", m[1], pad(m[2]), pad(m[3]), pad(m[4]), m[5], m[6], m[7], strings.ToUpper(m[8]))
 	t, err := time.Parse(time.RFC3339Nano, norm)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: %q: %v", ErrTime, s, err)
+		return time.Time{}, fmt.Errorf("%w: %q: %w", ErrTime, s, err)
+	}
+	if err := checkTimeRange(t); err != nil {
+		return time.Time{}, fmt.Errorf("%w: %q: %w", ErrTime, s, err)
 	}
 	return t.UTC(), nil
+}
+
+// checkTimeRange refuses a time that is outside the years 0000 to 9999 in
+// UTC (as "9999-12-31T23:00:00-05:00" is): it could not be written back.
+func checkTimeRange(t time.Time) error {
+	if t.Before(waves.MinTime) || t.After(waves.MaxTime) {
+		return fmt.Errorf("%s is outside the years 0000 to 9999 in UTC", t.UTC())
+	}
+	return nil
 }
 
 var migrationKey = regexp.MustCompile(`^\(\s*([^,\s]+)\s*,\s*([^)\s]+)\s*\)$`)
@@ -324,8 +341,17 @@ func (u *Update) marshal() ([]byte, error) {
 		From time.Time  `json:"from"`
 		To   *time.Time `json:"to,omitempty"`
 	}
+	// Refuse what could not be read back: RFC 3339 has four-digit years.
+	for _, w := range u.Waves {
+		if w.Start.Before(waves.MinTime) || w.Start.After(waves.MaxTime) {
+			return nil, fmt.Errorf("manifest: %s: the wave at seed %d starts at %s, outside the years 0000 to 9999", u, w.Seed, w.Start.UTC())
+		}
+	}
 	var pauses []pause
 	for _, p := range u.Pauses {
+		if p.From.Before(waves.MinTime) || p.From.After(waves.MaxTime) || (!p.To.IsZero() && (p.To.Before(waves.MinTime) || p.To.After(waves.MaxTime))) {
+			return nil, fmt.Errorf("manifest: %s: a pause (%s to %s) lies outside the years 0000 to 9999", u, p.From.UTC(), p.To.UTC())
+		}
 		pp := pause{From: p.From.UTC()}
 		if !p.To.IsZero() {
 			to := p.To.UTC()

@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"os"
@@ -179,8 +180,8 @@ func TestValidationErrors(t *testing.T) {
 func TestAdditionsRoundTrip(t *testing.T) {
 	m := mustParse(t, []byte(base))
 	u := m.Updates[0]
-	u.Images.Sizes = &ImageSizes{Boot: 1, Root: 2, Hash: 3}
-	u.Images.Verity = &Verity{RootHash: "abcd", Salt: "00", Hash: "sha256", DataBlockSize: 4096, HashBlockSize: 4096, DataBlocks: 9}
+	u.Images.Sizes = &ImageSizes{Boot: 1, Root: 9 * 4096, Hash: 3}
+	u.Images.Verity = &Verity{RootHash: goodHash, Salt: "00", Hash: "sha256", DataBlockSize: 4096, HashBlockSize: 4096, DataBlocks: 9}
 	at := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	if err := u.Pause(at); err != nil {
 		t.Fatal(err)
@@ -273,6 +274,10 @@ func TestVersionOrder(t *testing.T) {
 	}
 }
 
+// FuzzManifest: decoding, validating and encoding never panic; what we
+// encode parses again; and a manifest that validates holds only safe names,
+// sane sizes and verity parameters, and still validates after a round trip
+// (so updata never writes what validate would refuse).
 func FuzzManifest(f *testing.F) {
 	f.Add([]byte(base))
 	f.Add([]byte(`{"updates": []}`))
@@ -281,14 +286,55 @@ func FuzzManifest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = m.Validate()
+		verr := m.Validate()
+		if verr != nil && !errors.Is(verr, ErrInvalid) {
+			t.Fatalf("Validate error does not match ErrInvalid: %v", verr)
+		}
 		_ = m.Warnings()
 		out, err := m.Encode()
 		if err != nil {
 			t.Fatalf("encode: %v", err)
 		}
-		if _, err := Parse(out); err != nil {
+		back, err := Parse(out)
+		if err != nil {
 			t.Fatalf("re-parse of our own output: %v\n%s", err, out)
+		}
+		if verr != nil {
+			return
+		}
+		if err := back.Validate(); err != nil {
+			t.Fatalf("valid manifest invalid after a round trip: %v\n%s", err, out)
+		}
+		for _, u := range m.Updates {
+			for _, name := range []string{u.Images.Boot, u.Images.Root, u.Images.Hash} {
+				if strings.ContainsAny(name, "/\\\x00\n") || name == "." || name == ".." || len(name) > MaxTargetName {
+					t.Fatalf("unsafe image name %q validated", name)
+				}
+			}
+			if strings.ContainsAny(u.Variant+u.Arch, "/ \n\x00") || u.Variant == "" || u.Arch == "" {
+				t.Fatalf("unsafe variant %q or arch %q validated", u.Variant, u.Arch)
+			}
+			if sz := u.Images.Sizes; sz != nil && (sz.Boot <= 0 || sz.Root <= 0 || sz.Hash <= 0) {
+				t.Fatalf("sizes %+v validated", *sz)
+			}
+			if v := u.Images.Verity; v != nil {
+				if _, err := hex.DecodeString(v.RootHash); err != nil || len(v.RootHash) < 40 {
+					t.Fatalf("root hash %q validated", v.RootHash)
+				}
+				if _, err := hex.DecodeString(v.Salt); err != nil {
+					t.Fatalf("salt %q validated", v.Salt)
+				}
+				for _, bs := range []int{v.DataBlockSize, v.HashBlockSize} {
+					if bs != 0 && (bs < 512 || bs > 4096 || bs&(bs-1) != 0) {
+						t.Fatalf("block size %d validated", bs)
+					}
+				}
+			}
+			for _, w := range u.Waves {
+				if w.Start.Year() < 0 || w.Start.Year() > 9999 {
+					t.Fatalf("wave time %v validated", w.Start)
+				}
+			}
 		}
 	})
 }

@@ -27,38 +27,22 @@ func (p Problems) Is(target error) bool { return target == ErrInvalid }
 func (p Problems) Unwrap() []error { return p }
 
 // Validate checks the whole manifest and returns every problem at once (a
-// Problems, matching ErrInvalid), or nil: each update has a variant, an
-// arch and all three image names; no two updates share variant, arch and
-// version; wave seeds start at 0 and both seeds and times increase;
-// pauses are ordered; migrations go forward.
+// Problems, matching ErrInvalid), or nil: each update passes
+// [Update.Validate]; no two updates share variant, arch and version;
+// migrations go forward.
 func (m *Manifest) Validate() error {
 	var ps Problems
 	seen := map[string]bool{}
 	for i, u := range m.Updates {
-		where := fmt.Sprintf("update %d (%s)", i+1, u)
-		add := func(format string, a ...any) { ps = append(ps, fmt.Errorf(where+": "+format, a...)) }
-		if u.Variant == "" {
-			add("no variant")
-		}
-		if u.Arch == "" {
-			add("no arch")
-		}
-		for name, v := range map[string]string{"boot": u.Images.Boot, "root": u.Images.Root, "hash": u.Images.Hash} {
-			if strings.TrimSpace(v) == "" {
-				add("no %s image name", name)
-			}
+		where := fmt.Sprintf("update %d (%q %q %s)", i+1, u.Variant, u.Arch, u.Version)
+		for _, p := range u.problems() {
+			ps = append(ps, fmt.Errorf("%s: %w", where, p))
 		}
 		key := u.Variant + "\x00" + u.Arch + "\x00" + u.Version.String()
 		if seen[key] {
-			add("duplicate release: another update has the same variant, arch and version")
+			ps = append(ps, fmt.Errorf("%s: duplicate release: another update has the same variant, arch and version", where))
 		}
 		seen[key] = true
-		if err := u.Schedule().Validate(); err != nil {
-			add("%v", err)
-		}
-		if v := u.Images.Verity; v != nil && (v.RootHash == "" || len(v.RootHash)%2 != 0) {
-			add("images.verity.root_hash %q is not a hex digest", v.RootHash)
-		}
 	}
 	for _, mg := range m.Migrations {
 		if !mg.From.Less(mg.To) {
@@ -67,6 +51,61 @@ func (m *Manifest) Validate() error {
 	}
 	if len(ps) == 0 {
 		return nil
+	}
+	return ps
+}
+
+// Validate checks one release and returns every problem (a Problems,
+// matching ErrInvalid), or nil: variant and arch are safe identifiers
+// ([CheckVariant], [CheckArch]); the three image names are plain file
+// names ([CheckTargetName]); image sizes, when given, are positive and at
+// most MaxImageSize; the verity parameters, when given, are what dm-verity
+// accepts ([Verity.Validate]); wave seeds start at 0, seeds and times
+// increase, every time lies in the years 0000 to 9999, and pauses are
+// ordered.
+func (u *Update) Validate() error {
+	if ps := u.problems(); len(ps) > 0 {
+		return ps
+	}
+	return nil
+}
+
+func (u *Update) problems() Problems {
+	var ps Problems
+	if err := CheckVariant(u.Variant); err != nil {
+		ps = append(ps, err)
+	}
+	if err := CheckArch(u.Arch); err != nil {
+		ps = append(ps, err)
+	}
+	for _, im := range []struct{ name, v string }{{"boot", u.Images.Boot}, {"root", u.Images.Root}, {"hash", u.Images.Hash}} {
+		if strings.TrimSpace(im.v) == "" {
+			ps = append(ps, fmt.Errorf("no %s image name", im.name))
+		} else if err := CheckTargetName(im.v); err != nil {
+			ps = append(ps, fmt.Errorf("images.%s: %w", im.name, err))
+		}
+	}
+	if sz := u.Images.Sizes; sz != nil {
+		for _, im := range []struct {
+			name string
+			v    int64
+		}{{"boot", sz.Boot}, {"root", sz.Root}, {"hash", sz.Hash}} {
+			if im.v <= 0 || im.v > MaxImageSize {
+				ps = append(ps, fmt.Errorf("%w: images.sizes.%s %d is not between 1 and %d bytes (%d TiB)", ErrSize, im.name, im.v, int64(MaxImageSize), int64(MaxImageSize)>>40))
+			}
+		}
+	}
+	if v := u.Images.Verity; v != nil {
+		var rootSize int64
+		if u.Images.Sizes != nil {
+			rootSize = u.Images.Sizes.Root
+		}
+		if err := v.validate(rootSize); err != nil {
+			ps = append(ps, err)
+		}
+	}
+	if err := u.Schedule().Validate(); err != nil {
+		ps = append(ps, err)
 	}
 	return ps
 }

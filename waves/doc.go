@@ -25,5 +25,9 @@
 //     eligible, and on resume the rest of the schedule shifts by the pause.
 //
 // Everything here is pure: time is a parameter, never read from the clock.
-// The package imports only the standard library.
+// Every time a schedule holds lies within the years 0000 to 9999 (what RFC
+// 3339, and so a manifest, can write), and offsets that would overflow a
+// time.Duration are errors, never values that wrapped around.
+// The package imports only the standard library and, to read policy files,
+// github.com/BurntSushi/toml.
 package waves

@@ -18,6 +18,16 @@ const MaxSeed = 2048
 // its hosts over (there is no earlier window to copy).
 const SingleWaveWindow = time.Hour
 
+// MinTime and MaxTime bound every time in a schedule: the years 0000 to
+// 9999 that RFC 3339, and so a manifest, can write.
+var (
+	MinTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	MaxTime = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+)
+
+// inRange reports whether t lies within [MinTime, MaxTime].
+func inRange(t time.Time) bool { return !t.Before(MinTime) && !t.After(MaxTime) }
+
 // ErrSchedule means a schedule is inconsistent.
 var ErrSchedule = errors.New("waves: invalid schedule")
 
@@ -42,10 +52,14 @@ type Schedule struct {
 }
 
 // Validate checks that seeds increase and start times do not decrease, that the first
-// wave starts at seed 0 (or there are no waves), and that pauses are
-// ordered and do not overlap.
+// wave starts at seed 0 (or there are no waves), that pauses are
+// ordered and do not overlap, and that every time lies within [MinTime,
+// MaxTime].
 func (s Schedule) Validate() error {
 	for i, w := range s.Waves {
+		if !inRange(w.Start) {
+			return fmt.Errorf("%w: the wave at seed %d starts at %s, outside the years 0000 to 9999", ErrSchedule, w.Seed, w.Start.UTC())
+		}
 		if i == 0 && w.Seed != 0 {
 			return fmt.Errorf("%w: the first wave starts at seed %d, not 0: seeds 0-%d belong to no wave", ErrSchedule, w.Seed, w.Seed-1)
 		}
@@ -61,6 +75,9 @@ func (s Schedule) Validate() error {
 		}
 	}
 	for i, p := range s.Pauses {
+		if !inRange(p.From) || (!p.To.IsZero() && !inRange(p.To)) {
+			return fmt.Errorf("%w: pause %d (%s to %s) lies outside the years 0000 to 9999", ErrSchedule, i+1, p.From.UTC(), p.To.UTC())
+		}
 		if !p.To.IsZero() && !p.To.After(p.From) {
 			return fmt.Errorf("%w: pause %d ends (%s) before it starts (%s)", ErrSchedule, i+1, p.To.Format(time.RFC3339), p.From.Format(time.RFC3339))
 		}

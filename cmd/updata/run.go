@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/cli"
+	"github.com/updog/updog/internal/flock"
+	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/manifest"
 	"github.com/updog/updog/waves"
 )
@@ -36,6 +39,11 @@ Commands:
   validate         check a manifest
   waves            show a release's waves: seeds, windows, shares
 
+Every edit holds an exclusive lock on .MANIFEST.lock beside the manifest
+(waiting at most --lock-wait for another updata), re-reads the manifest
+under it, validates the result and replaces the file atomically, keeping
+its owner and mode; a MANIFEST that is a symlink is followed.
+
 Run updata COMMAND --help for the options of each.
 Exit status: 0 success, 1 error, 2 usage error.
 `
@@ -43,12 +51,14 @@ Exit status: 0 success, 1 error, 2 usage error.
 var usagef = cli.Usagef
 
 type env struct {
-	stdout io.Writer
-	now    func() time.Time
+	ctx            context.Context
+	stdout, stderr io.Writer
+	now            func() time.Time
+	lockWait       time.Duration
 }
 
-func run(_ context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
-	e := &env{stdout: stdout, now: now}
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, now: now, lockWait: flock.DefaultWait}
 	cmds := map[string]func(*env, []string) error{
 		"init": cmdInit, "add-update": cmdAdd, "remove-update": cmdRemove, "set-waves": cmdSetWaves,
 		"set-max-version": cmdSetMax, "pause": cmdPause, "resume": cmdResume, "validate": cmdValidate, "waves": cmdWaves,
@@ -81,6 +91,9 @@ func (r *release) parse(cmd string) (manifest.Version, error) {
 	if r.variant == "" || r.arch == "" || r.version == "" {
 		return manifest.Version{}, usagef("%s: --variant, --arch and --version are required", cmd)
 	}
+	if err := checkIdents(cmd, r.variant, r.arch); err != nil {
+		return manifest.Version{}, err
+	}
 	v, err := manifest.ParseVersionLock(r.version)
 	if err != nil {
 		return v, usagef("%s: --version: %v", cmd, err)
@@ -88,8 +101,31 @@ func (r *release) parse(cmd string) (manifest.Version, error) {
 	return v, nil
 }
 
+// checkIdents checks --variant and --arch (each may be empty: not given).
+func checkIdents(cmd, variant, arch string) error {
+	if variant != "" {
+		if err := manifest.CheckVariant(variant); err != nil {
+			return usagef("%s: --variant: %v", cmd, err)
+		}
+	}
+	if arch != "" {
+		if err := manifest.CheckArch(arch); err != nil {
+			return usagef("%s: --arch: %v", cmd, err)
+		}
+	}
+	return nil
+}
+
+// lockFlag registers --lock-wait on an editing command.
+func lockFlag(fs *pflag.FlagSet, e *env) {
+	fs.DurationVar(&e.lockWait, "lock-wait", flock.DefaultWait, "how long to wait for another updata editing the same manifest")
+}
+
+// load reads and parses a manifest. It refuses anything but a regular file
+// (a FIFO would block, /dev/zero would never end) and files larger than
+// safefile.MaxMetadata.
 func load(path string) (*manifest.Manifest, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, safefile.MaxMetadata)
 	if err != nil {
 		return nil, err
 	}
@@ -100,9 +136,58 @@ func load(path string) (*manifest.Manifest, error) {
 	return m, nil
 }
 
-// edit loads the manifest, applies f, validates the result and replaces the
-// file atomically. Nothing is written when any step fails.
-func edit(path string, f func(*manifest.Manifest) error) error {
+// lockPath is the lock file of the manifest at path: hidden, beside the
+// real manifest (symlinks followed, so every name of one manifest shares
+// one lock).
+func lockPath(path string) (string, error) {
+	real, err := atomicfile.Resolve(path)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(filepath.Dir(real), "."+filepath.Base(real)+".lock"), nil
+}
+
+// lock takes the manifest's lock, waiting at most e.lockWait, and stopping
+// when e.ctx ends (SIGINT, SIGTERM). Before that it refuses a MANIFEST that
+// exists but is not a regular file, so that no lock file is made beside a
+// FIFO or in /dev.
+func (e *env) lock(path string) (*flock.Held, error) {
+	if e.lockWait < 0 {
+		return nil, usagef("--lock-wait %v is negative", e.lockWait)
+	}
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return nil, &safefile.KindError{Path: path, Mode: fi.Mode(), Want: "a regular file"}
+	}
+	lp, err := lockPath(path)
+	if err != nil {
+		return nil, err
+	}
+	held, err := flock.LockFile(e.ctx, lp, e.lockWait)
+	switch {
+	case errors.Is(err, flock.ErrLocked):
+		return nil, fmt.Errorf("another updata is editing %s: %w", path, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return nil, fmt.Errorf("interrupted while waiting for the lock on %s: %w", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	// A lock file root creates beside a user's manifest is given to the
+	// manifest's owner, or that user could not lock it again.
+	if fi, err := os.Stat(path); err == nil {
+		_ = atomicfile.MatchOwner(lp, fi) // best effort: the lock works either way
+	}
+	return held, nil
+}
+
+// edit takes the manifest's lock, reads the manifest under it, applies f,
+// validates the result and replaces the file atomically. Nothing is
+// written when any step fails.
+func (e *env) edit(path string, f func(*manifest.Manifest) error) error {
+	held, err := e.lock(path)
+	if err != nil {
+		return err
+	}
+	defer held.Release()
 	m, err := load(path)
 	if err != nil {
 		return err
@@ -110,24 +195,29 @@ func edit(path string, f func(*manifest.Manifest) error) error {
 	if err := f(m); err != nil {
 		return err
 	}
-	return save(path, m, 0)
+	return save(path, m)
 }
 
-func save(path string, m *manifest.Manifest, mode os.FileMode) error {
+// save validates m and replaces the file path names (following symlinks,
+// keeping owner and mode; 0644 for a new file). It checks the bytes it is
+// about to write as validate will read them, so it never writes a manifest
+// that validate refuses.
+func save(path string, m *manifest.Manifest) error {
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("the edited manifest would be invalid, so %s is unchanged: %w", path, err)
 	}
 	out, err := m.Encode()
 	if err != nil {
-		return err
+		return fmt.Errorf("%s is unchanged: %w", path, err)
 	}
-	if mode == 0 {
-		mode = 0o644
-		if fi, err := os.Stat(path); err == nil {
-			mode = fi.Mode().Perm()
-		}
+	back, err := manifest.Parse(out)
+	if err == nil {
+		err = back.Validate()
 	}
-	return atomicfile.WriteFile(path, out, mode)
+	if err != nil {
+		return fmt.Errorf("the edited manifest would not read back as valid, so %s is unchanged: %w", path, err)
+	}
+	return atomicfile.ReplaceFile(path, out, 0o644)
 }
 
 func parseTime(flag, s string, now func() time.Time) (time.Time, error) {
@@ -144,14 +234,22 @@ func parseTime(flag, s string, now func() time.Time) (time.Time, error) {
 func cmdInit(e *env, args []string) error {
 	fs, parse := flags("init", "MANIFEST", e)
 	force := fs.Bool("force", false, "replace an existing manifest")
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
 	}
-	if _, err := os.Stat(path); err == nil && !*force {
-		return fmt.Errorf("%s already exists (use --force to replace it)", path)
+	held, err := e.lock(path)
+	if err != nil {
+		return err
 	}
-	if err := save(path, manifest.New(), 0o644); err != nil {
+	defer held.Release()
+	if _, err := os.Lstat(path); err == nil && !*force {
+		return fmt.Errorf("%s already exists (use --force to replace it)", path)
+	} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := save(path, manifest.New()); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "created %s\n", path)
@@ -178,6 +276,7 @@ func cmdAdd(e *env, args []string) error {
 	fs.IntVar(&ver.DataBlockSize, "verity-data-block-size", 4096, "dm-verity data block size")
 	fs.IntVar(&ver.HashBlockSize, "verity-hash-block-size", 4096, "dm-verity hash block size")
 	fs.Uint64Var(&ver.DataBlocks, "verity-data-blocks", 0, "dm-verity data blocks")
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
@@ -188,6 +287,11 @@ func cmdAdd(e *env, args []string) error {
 	}
 	if im.Boot == "" || im.Root == "" || im.Hash == "" {
 		return usagef("add-update: --boot, --root and --hash are required")
+	}
+	for _, f := range []struct{ flag, v string }{{"--boot", im.Boot}, {"--root", im.Root}, {"--hash", im.Hash}} {
+		if err := manifest.CheckTargetName(f.v); err != nil {
+			return usagef("add-update: %s: %v", f.flag, err)
+		}
 	}
 	u := &manifest.Update{Variant: r.variant, Arch: r.arch, Version: v, Images: im}
 	if sizes != (manifest.ImageSizes{}) {
@@ -201,6 +305,11 @@ func cmdAdd(e *env, args []string) error {
 	} else if fs.Changed("verity-salt") || fs.Changed("verity-data-blocks") {
 		return usagef("add-update: the verity options need --verity-root-hash")
 	}
+	// The release on its own (names, sizes, verity) is the command line's
+	// business: a usage error. What depends on the manifest comes later.
+	if err := u.Validate(); err != nil {
+		return usagef("add-update: %v", err)
+	}
 	var mv *manifest.Version
 	if *maxV != "" {
 		p, err := manifest.ParseVersionLock(*maxV)
@@ -209,7 +318,7 @@ func cmdAdd(e *env, args []string) error {
 		}
 		mv = &p
 	}
-	if err := edit(path, func(m *manifest.Manifest) error { return m.AddUpdate(u, mv) }); err != nil {
+	if err := e.edit(path, func(m *manifest.Manifest) error { return m.AddUpdate(u, mv) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "added %s (max_version %s) to %s\n", u, u.MaxVersion, path)
@@ -220,6 +329,7 @@ func cmdRemove(e *env, args []string) error {
 	fs, parse := flags("remove-update", "MANIFEST --variant V --arch A --version X", e)
 	var r release
 	r.register(fs)
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
@@ -228,7 +338,7 @@ func cmdRemove(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := edit(path, func(m *manifest.Manifest) error { return m.RemoveUpdate(r.variant, r.arch, v) }); err != nil {
+	if err := e.edit(path, func(m *manifest.Manifest) error { return m.RemoveUpdate(r.variant, r.arch, v) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "removed %s %s %s from %s\n", r.variant, r.arch, v, path)
@@ -236,11 +346,13 @@ func cmdRemove(e *env, args []string) error {
 }
 
 func cmdSetWaves(e *env, args []string) error {
-	fs, parse := flags("set-waves", "MANIFEST --variant V --arch A --version X --wave-policy FILE --start-at TIME", e)
+	fs, parse := flags("set-waves", "MANIFEST --variant V --arch A --version X --wave-policy FILE --start-at TIME [--json]", e)
 	var r release
 	r.register(fs)
 	policy := fs.String("wave-policy", "", "wave policy TOML file (required)")
 	startAt := fs.String("start-at", "", "when the rollout starts: RFC 3339 time or now (required)")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
@@ -256,7 +368,7 @@ func cmdSetWaves(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	text, err := os.ReadFile(*policy)
+	text, err := safefile.ReadFile(*policy, safefile.MaxConfig)
 	if err != nil {
 		return err
 	}
@@ -265,7 +377,7 @@ func cmdSetWaves(e *env, args []string) error {
 		return fmt.Errorf("%s: %w", *policy, err)
 	}
 	var u *manifest.Update
-	err = edit(path, func(m *manifest.Manifest) error {
+	err = e.edit(path, func(m *manifest.Manifest) error {
 		if u, err = m.Find(r.variant, r.arch, v); err != nil {
 			return err
 		}
@@ -274,8 +386,60 @@ func cmdSetWaves(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// A start in the past is allowed (a rollout planned late, or made
+	// again), but the waves whose time has passed open at once: say so.
+	var warnings []string
+	now := e.now().UTC().Truncate(time.Second)
+	past := start.Before(now)
+	if past {
+		w := fmt.Sprintf("the start %s is in the past (%s ago): %s already open: their hosts may all update at once",
+			start.Format(time.RFC3339), ago(now.Sub(start)), openWaves(u, now))
+		warnings = append(warnings, w)
+		fmt.Fprintf(e.stderr, "updata: set-waves: warning: %s\n", w)
+	}
+	if *asJSON {
+		s := u.Schedule()
+		return cli.WriteJSON(e.stdout, map[string]any{"release": u.String(), "start_at": start.Format(time.RFC3339),
+			"start_in_past": past, "warnings": nonNil(warnings), "waves": s.Describe(), "pauses": append([]waves.Pause{}, s.Pauses...)})
+	}
 	fmt.Fprintf(e.stdout, "set %d waves on %s, starting %s\n", len(u.Waves), u, start.Format(time.RFC3339))
+	for _, w := range warnings {
+		fmt.Fprintf(e.stdout, "warning: %s\n", w)
+	}
 	return printWaves(e.stdout, u, false)
+}
+
+// ago writes a past span for people: minutes up to two days, then days.
+func ago(d time.Duration) string {
+	if d < 48*time.Hour {
+		return d.Round(time.Minute).String()
+	}
+	return fmt.Sprintf("%d days", int64(d/(24*time.Hour)))
+}
+
+// openWaves says how many of the release's waves have opened by now.
+func openWaves(u *manifest.Update, now time.Time) string {
+	info := u.Schedule().Describe()
+	n := 0
+	for _, w := range info {
+		if !w.Start.After(now) {
+			n++
+		}
+	}
+	switch {
+	case n == len(info):
+		return fmt.Sprintf("all %d waves are", n)
+	case n == 1:
+		return fmt.Sprintf("1 of %d waves is", len(info))
+	}
+	return fmt.Sprintf("%d of %d waves are", n, len(info))
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func cmdSetMax(e *env, args []string) error {
@@ -283,8 +447,12 @@ func cmdSetMax(e *env, args []string) error {
 	maxV := fs.String("max-version", "", "the new max_version (required)")
 	variant := fs.String("variant", "", "only this variant (default: all)")
 	arch := fs.String("arch", "", "only this architecture (default: all)")
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
+		return err
+	}
+	if err := checkIdents("set-max-version", *variant, *arch); err != nil {
 		return err
 	}
 	v, err := manifest.ParseVersionLock(*maxV)
@@ -292,7 +460,7 @@ func cmdSetMax(e *env, args []string) error {
 		return usagef("set-max-version: --max-version: %v", err)
 	}
 	n := 0
-	err = edit(path, func(m *manifest.Manifest) error {
+	err = e.edit(path, func(m *manifest.Manifest) error {
 		if n = m.SetMaxVersion(v, *variant, *arch); n == 0 {
 			return fmt.Errorf("no release matches variant %q arch %q", *variant, *arch)
 		}
@@ -310,6 +478,7 @@ func pauseOrResume(e *env, args []string, name string, f func(*manifest.Update, 
 	var r release
 	r.register(fs)
 	at := fs.String("at", "now", "when: RFC 3339 time or now")
+	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
@@ -323,7 +492,7 @@ func pauseOrResume(e *env, args []string, name string, f func(*manifest.Update, 
 		return err
 	}
 	var u *manifest.Update
-	err = edit(path, func(m *manifest.Manifest) error {
+	err = e.edit(path, func(m *manifest.Manifest) error {
 		if u, err = m.Find(r.variant, r.arch, v); err != nil {
 			return err
 		}

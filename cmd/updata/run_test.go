@@ -47,7 +47,7 @@ func TestEditCycle(t *testing.T) {
 	}
 	mustUD(t, withRel("add-update", m, "1.0.0", "--boot", "b1", "--root", "r1", "--hash", "h1")...)
 	mustUD(t, withRel("add-update", m, "1.1.0", "--boot", "b2", "--root", "r2", "--hash", "h2",
-		"--boot-size", "10", "--root-size", "20", "--hash-size", "30", "--verity-root-hash", "abcd", "--verity-salt", "00",
+		"--boot-size", "10", "--root-size", "20480", "--hash-size", "30", "--verity-root-hash", strings.Repeat("ab", 32), "--verity-salt", "00",
 		"--verity-data-blocks", "5")...)
 	mustUD(t, withRel("set-waves", m, "1.1.0", "--wave-policy", policy, "--start-at", "2024-03-01T00:00:00Z")...)
 	mustUD(t, withRel("pause", m, "1.1.0", "--at", "2024-03-01T06:00:00Z")...)
@@ -59,7 +59,7 @@ func TestEditCycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := man.Find("aws-k8s", "x86_64", manifest.MustParseVersion("1.1.0"))
-	if len(u.Waves) != 7 || u.Waves[1].Seed != 20 || u.Images.Sizes.Root != 20 || u.Images.Verity.DataBlocks != 5 ||
+	if len(u.Waves) != 7 || u.Waves[1].Seed != 20 || u.Images.Sizes.Root != 20480 || u.Images.Verity.DataBlocks != 5 ||
 		len(u.Pauses) != 1 || !u.Pauses[0].To.Equal(clock()) {
 		t.Fatalf("manifest after edits:\n%s", b)
 	}
@@ -122,8 +122,10 @@ func TestFailedEditsLeaveManifestIntact(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 2 {
-		t.Errorf("temporary files left behind: %v", entries)
+	for _, e := range entries {
+		if n := e.Name(); n != "manifest.json" && n != "bad.toml" && n != ".manifest.json.lock" {
+			t.Errorf("temporary file left behind: %s", n)
+		}
 	}
 }
 
@@ -154,5 +156,39 @@ func TestUsage(t *testing.T) {
 	}
 	if out, _, code := ud("add-update", "--help"); code != 0 || !strings.Contains(out, "--verity-root-hash") {
 		t.Errorf("add-update --help: %d %q", code, out)
+	}
+}
+
+// TestSetWavesPastStart (issue 8 item 20): a start in the past is allowed
+// but warned about, on stderr and in the output.
+func TestSetWavesPastStart(t *testing.T) {
+	m := filepath.Join(t.TempDir(), "manifest.json")
+	policy := filepath.Join(testutil.Bottlerocket(t, "waves"), "default-waves.toml")
+	mustUD(t, "init", m)
+	mustUD(t, withRel("add-update", m, "1.0.0", "--boot", "b", "--root", "r", "--hash", "h")...)
+	// The clock says 2024-03-01T12:00:00Z.
+	out, errs, code := ud(withRel("set-waves", m, "1.0.0", "--wave-policy", policy, "--start-at", "2024-02-29T12:00:00Z")...)
+	if code != 0 || !strings.Contains(errs, "warning") || !strings.Contains(errs, "in the past") || !strings.Contains(out, "in the past") {
+		t.Errorf("a start a day ago: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	if !strings.Contains(errs, "3 of 7 waves") {
+		t.Errorf("the warning does not say how many waves are open: %q", errs)
+	}
+	out, errs, code = ud(withRel("set-waves", m, "1.0.0", "--wave-policy", policy, "--start-at", "2024-02-29T12:00:00Z", "--json")...)
+	var res struct {
+		Past     bool     `json:"start_in_past"`
+		Warnings []string `json:"warnings"`
+		Waves    []any    `json:"waves"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 || !res.Past || len(res.Warnings) != 1 || len(res.Waves) != 7 || errs == "" {
+		t.Errorf("--json: exit %d, %v: %s (stderr %q)", code, err, out, errs)
+	}
+	// Now and the future: no warning.
+	for _, at := range []string{"now", "2024-03-01T12:00:00Z", "2024-04-01T00:00:00Z"} {
+		out, errs, code := ud(withRel("set-waves", m, "1.0.0", "--wave-policy", policy, "--start-at", at, "--json")...)
+		json.Unmarshal([]byte(out), &res)
+		if code != 0 || errs != "" || res.Past || len(res.Warnings) != 0 {
+			t.Errorf("--start-at %s: exit %d, %s, stderr %q", at, code, out, errs)
+		}
 	}
 }

@@ -75,3 +75,18 @@ func (a Attr) withBit(bit uint, on bool) Attr {
 func (a Attr) String() string {
 	return fmt.Sprintf("priority=%d tries=%d successful=%t (0x%016x)", a.Priority(), a.Tries(), a.Successful(), uint64(a))
 }
+
+// Describe shows the bits that mean something on a partition of type typ,
+// and the raw value: the gptprio fields on a BOOT partition, bit 57 on the
+// PRIVATE partition, only the raw value elsewhere. Use it to show a change
+// of attributes, so that a change of a bit the generic String does not name
+// (bit 57 on PRIVATE) is visible.
+func (a Attr) Describe(typ GUID) string {
+	switch typ {
+	case TypeBoot:
+		return a.String()
+	case TypePrivate:
+		return fmt.Sprintf("boot_ever_succeeded=%t (0x%016x)", a.BootEverSucceeded(), uint64(a))
+	}
+	return fmt.Sprintf("0x%016x", uint64(a))
+}

@@ -1,6 +1,9 @@
 package gptprio
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Everything in this file is pure: it takes a table and returns a new one
 // (or a decision) without I/O. The caller writes the result with Write.
@@ -15,26 +18,44 @@ func setAttrs(t *Table, l Layout, s Set, a Attr) {
 }
 
 // Next applies the boot selection rule of GRUB's gptprio.next as Bottlerocket
-// patches it, without changing anything: among BOOT partitions whose tries
-// left is above zero or that are marked successful, the one with the
-// highest priority wins; priority 0 never wins, and on a tie the first in
-// table order wins. It returns ErrNoBootableSet when nothing qualifies.
+// patches it, without changing anything: among all BOOT partitions (every
+// partition of type TypeBoot, however many there are) whose tries left is
+// above zero or that are marked successful, the one with the highest
+// priority wins; priority 0 never wins, and on a tie the first in table
+// order wins. The result is the winner's set: the i-th BOOT partition in
+// table order is set i (A, B, C, ...), as in [FindLayout]. It returns
+// ErrNoBootableSet when nothing qualifies, and an error wrapping ErrLayout
+// when the disk has no BOOT partition at all.
 func Next(t *Table) (Set, error) {
-	l, err := FindLayout(t)
-	if err != nil {
-		return 0, err
-	}
-	best, bestPrio := Set(-1), 0
-	for i := range l.Sets {
-		a := Attrs(t, l, Set(i))
-		if (a.Tries() > 0 || a.Successful()) && a.Priority() > bestPrio {
-			best, bestPrio = Set(i), a.Priority()
+	s, _, err := nextBoot(t)
+	return s, err
+}
+
+// NextPartition is [Next] that also returns the partition number of the
+// chosen BOOT partition.
+func NextPartition(t *Table) (Set, int, error) {
+	return nextBoot(t)
+}
+
+func nextBoot(t *Table) (Set, int, error) {
+	best, bestPart, bestPrio, i := Set(-1), 0, 0, 0
+	for _, p := range t.Partitions {
+		if p.Type != TypeBoot {
+			continue
 		}
+		a := p.Attributes
+		if (a.Tries() > 0 || a.Successful()) && a.Priority() > bestPrio {
+			best, bestPart, bestPrio = Set(i), p.Number, a.Priority()
+		}
+		i++
 	}
-	if best < 0 {
-		return 0, ErrNoBootableSet
+	switch {
+	case i == 0:
+		return 0, 0, fmt.Errorf("%w: no BOOT partition (type %v)", ErrLayout, TypeBoot)
+	case best < 0:
+		return 0, 0, ErrNoBootableSet
 	}
-	return best, nil
+	return best, bestPart, nil
 }
 
 // Boot does what the bootloader does: it picks the set with Next and, when
@@ -42,30 +63,42 @@ func Next(t *Table) (Set, error) {
 // the bootloader writes before booting it, and whether a try was used
 // (when false, nothing needs writing).
 func Boot(t *Table) (Set, *Table, bool, error) {
-	s, err := Next(t)
+	s, n, err := nextBoot(t)
 	if err != nil {
 		return 0, nil, false, err
 	}
-	l, _ := FindLayout(t)
 	nt := t.Clone()
-	a := Attrs(nt, l, s)
-	if a.Tries() == 0 {
+	p := &nt.Partitions[n-1]
+	if p.Attributes.Tries() == 0 {
 		return s, nt, false, nil
 	}
-	setAttrs(nt, l, s, a.WithTries(a.Tries()-1))
+	p.Attributes = p.Attributes.WithTries(p.Attributes.Tries() - 1)
 	return s, nt, true, nil
 }
 
-// dual returns the layout of a two-set disk, or ErrSingleSet.
+// dual returns the layout of a two-set disk, ErrSingleSet for one set, and
+// an error matching ErrLayout and ErrTooManySets for more than two.
 func dual(t *Table) (Layout, error) {
 	l, err := FindLayout(t)
 	if err != nil {
+		return l, err
+	}
+	if err := notTooMany(l); err != nil {
 		return l, err
 	}
 	if !l.Dual() {
 		return l, ErrSingleSet
 	}
 	return l, nil
+}
+
+// notTooMany refuses a layout with more than two sets.
+func notTooMany(l Layout) error {
+	if len(l.Sets) > 2 {
+		return fmt.Errorf("%w: %w: it has %d BOOT/ROOT/HASH sets (%s); the A/B state changes work on exactly two",
+			ErrLayout, ErrTooManySets, len(l.Sets), strings.Join(l.Names(), ", "))
+	}
+	return nil
 }
 
 func checkSet(s Set) error {
@@ -84,6 +117,9 @@ func MarkSuccessfulBoot(t *Table, active Set) (*Table, error) {
 	}
 	l, err := FindLayout(t)
 	if err != nil {
+		return nil, err
+	}
+	if err := notTooMany(l); err != nil {
 		return nil, err
 	}
 	if int(active) >= len(l.Sets) {

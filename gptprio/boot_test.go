@@ -294,3 +294,65 @@ func TestCrashStates(t *testing.T) {
 	}
 	t.Logf("checked %d crash states", total)
 }
+
+// threeSets is the A/B layout with a third set appended.
+var threeSets = append(append([]part{}, abParts...),
+	part{TypeBoot, "BOTTLEROCKET-BOOT-C", 2},
+	part{TypeRoot, "BOTTLEROCKET-ROOT-C", 8},
+	part{TypeHash, "BOTTLEROCKET-HASH-C", 1})
+
+// TestThirdSet: a disk with three BOOT/ROOT/HASH sets is seen as it is.
+// Next applies the bootloader's rule over every BOOT partition (issue 8:
+// with BOOT-C at priority 15 and successful, the bootloader boots C, and
+// Next said A), and the A/B state changes refuse the disk.
+func TestThirdSet(t *testing.T) {
+	tb := layoutTable(t, 64, 512, threeSets)
+	l, err := FindLayout(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Sets) != 3 || l.Sets[2] != (SetParts{10, 11, 12}) || l.Dual() || l.Names()[2] != "c" {
+		t.Fatalf("layout %+v", l)
+	}
+	tb.Partitions[9].Attributes = prio(15, 0, true)
+	if s, n, err := NextPartition(tb); err != nil || s != 2 || n != 10 || s.String() != "c" {
+		t.Fatalf("Next = %v (partition %d), %v; the bootloader boots BOOT-C", s, n, err)
+	}
+	tb.Partitions[9].Attributes = prio(15, 2, false)
+	s, nt, used, err := Boot(tb)
+	if err != nil || s != 2 || !used || nt.Partitions[9].Attributes.Tries() != 1 {
+		t.Fatalf("Boot = %v, %v, %v", s, used, err)
+	}
+	tb.Partitions[9].Attributes = prio(15, 0, false)
+	if s, _ := Next(tb); s != SetA {
+		t.Fatalf("C out of tries: Next = %v", s)
+	}
+	for name, f := range map[string]func(*Table, Set) (*Table, error){
+		"clear": ClearInactive, "upgrade": UpgradeToInactive, "cancel": CancelUpgrade, "rollback": RollbackToInactive,
+		"mark-valid":      func(tb *Table, s Set) (*Table, error) { return MarkInactiveValid(tb, s, 1) },
+		"mark-successful": MarkSuccessfulBoot,
+	} {
+		if _, err := f(tb, SetA); !errors.Is(err, ErrLayout) || !errors.Is(err, ErrTooManySets) {
+			t.Errorf("%s on a three-set disk: %v, want ErrLayout and ErrTooManySets", name, err)
+		}
+	}
+	// A third BOOT without its ROOT and HASH is not a layout.
+	if _, err := FindLayout(layoutTable(t, 64, 512, threeSets[:10])); !errors.Is(err, ErrLayout) {
+		t.Errorf("BOOT-C alone: %v", err)
+	}
+}
+
+func TestPrivateDescribeShowsBit57(t *testing.T) {
+	a := Attr(0)
+	b := a.WithBootEverSucceeded(true)
+	if got := a.Describe(TypePrivate) + " -> " + b.Describe(TypePrivate); got !=
+		"boot_ever_succeeded=false (0x0000000000000000) -> boot_ever_succeeded=true (0x0200000000000000)" {
+		t.Errorf("PRIVATE change shown as %q", got)
+	}
+	if got := prio(2, 1, false).Describe(TypeBoot); got != prio(2, 1, false).String() {
+		t.Errorf("BOOT: %q", got)
+	}
+	if got := Attr(4).Describe(TypeEFI); got != "0x0000000000000004" {
+		t.Errorf("EFI: %q", got)
+	}
+}

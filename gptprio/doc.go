@@ -25,6 +25,18 @@
 // attribute bits other than those it documents; write a table it has not
 // validated. It does no network I/O and knows nothing of images or updates.
 //
-// Concurrency: a *Table is a plain value; the functions here do not lock.
-// Only one process should change a disk's table at a time.
+// Changing a real disk goes through [OpenDisk] and [Disk.Update] (or
+// [Disk.Format] for a new image): open, lock, re-read, apply a pure edit,
+// validate, write, unlock, in one place, which also works out the active
+// set (from /sys on the running host, where an operator's contrary claim
+// is refused). signpost, imgbuild, updog and the boot selector all use it.
+//
+// Concurrency: a *Table is a plain value, and Read, Write and the edit
+// functions do not lock. A [Disk] does: every table write holds an
+// exclusive BSD flock(2) on the whole-disk device node or image file for
+// its whole read-modify-write (systemd's "Locking Block Device Access"
+// convention, which udev honours), readers hold a shared one, and a writer
+// that cannot get the lock within a bounded wait fails with an error
+// matching flock.ErrLocked. Write a disk others may see only through a
+// Disk.
 package gptprio

@@ -7,26 +7,25 @@ import (
 )
 
 // Set names one partition set: A (the first BOOT/ROOT/HASH partitions in
-// table order) or B (the second).
+// table order), B (the second), and, on a disk that has more (which the A/B
+// commands refuse), C, D and so on.
 type Set int
 
-// The two partition sets.
+// The two partition sets of an A/B disk.
 const (
 	SetA Set = 0
 	SetB Set = 1
 )
 
+// String is "a", "b", "c", ... (lower case, as --active takes it).
 func (s Set) String() string {
-	switch s {
-	case SetA:
-		return "a"
-	case SetB:
-		return "b"
+	if s >= 0 && s < 26 {
+		return string(rune('a' + s))
 	}
 	return fmt.Sprintf("Set(%d)", int(s))
 }
 
-// Other returns the other set.
+// Other returns the other set of an A/B pair.
 func (s Set) Other() Set { return 1 - s }
 
 // ParseSet accepts "a", "b", "A" or "B".
@@ -59,8 +58,13 @@ var (
 	ErrInactiveWontBoot = errors.New("gptprio: the inactive set would not boot")
 	// ErrNoPrivate means the disk has no BOTTLEROCKET-PRIVATE partition.
 	ErrNoPrivate = errors.New("gptprio: the disk has no PRIVATE partition")
-	// ErrLayout means the partitions of a set are missing.
+	// ErrLayout means the partitions of a set are missing, or the disk is
+	// not one the A/B state changes can work on.
 	ErrLayout = errors.New("gptprio: not an A/B disk layout")
+	// ErrTooManySets refuses an A/B state change on a disk with more than
+	// two partition sets: "the inactive set" has no meaning there. Errors
+	// that carry it also match ErrLayout.
+	ErrTooManySets = errors.New("gptprio: the disk has more than two partition sets")
 )
 
 // SetParts are the partition numbers of one set.
@@ -70,12 +74,21 @@ type SetParts struct {
 
 // Layout is where the partition sets are on a disk.
 type Layout struct {
-	Sets    []SetParts // one or two
+	Sets    []SetParts // one per BOOT partition, in table order: A, B (, C, ...)
 	Private int        // partition number of PRIVATE, 0 when there is none
 }
 
-// Dual reports whether the disk has two sets.
+// Dual reports whether the disk has exactly two sets: the A/B layout.
 func (l Layout) Dual() bool { return len(l.Sets) == 2 }
+
+// Names returns the names of the sets found ("a", "b", ...).
+func (l Layout) Names() []string {
+	out := make([]string, len(l.Sets))
+	for i := range l.Sets {
+		out[i] = Set(i).String()
+	}
+	return out
+}
 
 // SetOf returns the set that partition number n belongs to.
 func (l Layout) SetOf(n int) (Set, bool) {
@@ -89,8 +102,11 @@ func (l Layout) SetOf(n int) (Set, bool) {
 
 // FindLayout finds the partition sets as Bottlerocket does, by type GUID: set
 // A is the first BOOT, ROOT and HASH partition in table order, set B the
-// second of each. A second BOOT without a second ROOT and HASH is an error
-// wrapping ErrLayout.
+// second of each, and so on: there is one set per BOOT partition, because
+// the bootloader considers every BOOT partition (see [Next]). A BOOT
+// partition without its ROOT and HASH is an error wrapping ErrLayout. A
+// disk with more than two sets is reported as it is; the A/B state changes
+// refuse it (ErrTooManySets).
 func FindLayout(t *Table) (Layout, error) {
 	byType := map[GUID][]int{}
 	for _, p := range t.Used() {
@@ -101,7 +117,7 @@ func FindLayout(t *Table) (Layout, error) {
 		return Layout{}, fmt.Errorf("%w: no BOOT partition (type %v)", ErrLayout, TypeBoot)
 	}
 	var l Layout
-	for i := 0; i < min(len(boots), 2); i++ {
+	for i := range boots {
 		s := SetParts{Boot: boots[i]}
 		for _, k := range []struct {
 			name string

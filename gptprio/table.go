@@ -173,10 +173,19 @@ func (t *Table) entrySectors() uint64 {
 
 // New returns an empty table for a disk of diskBytes bytes with the given
 // sector size, laid out as sgdisk and cgpt do: primary entries at LBA 2,
-// DefaultEntries entries, backup header in the last sector.
+// DefaultEntries entries, backup header in the last sector. The disk must
+// be a whole number of sectors, and the disk GUID must not be all zeros
+// (the GPT requires a unique one); both are refused with errors wrapping
+// ErrInvalidTable.
 func New(diskBytes int64, sectorSize int, diskGUID GUID) (*Table, error) {
 	if sectorSize != 512 && sectorSize != 4096 {
-		return nil, fmt.Errorf("gptprio: sector size %d is not 512 or 4096", sectorSize)
+		return nil, fmt.Errorf("%w: sector size %d is not 512 or 4096", ErrInvalidTable, sectorSize)
+	}
+	if diskBytes < 0 || diskBytes%int64(sectorSize) != 0 {
+		return nil, fmt.Errorf("%w: a disk of %d bytes is not a whole number of %d-byte sectors", ErrInvalidTable, diskBytes, sectorSize)
+	}
+	if diskGUID.IsZero() {
+		return nil, fmt.Errorf("%w: the disk GUID is all zeros", ErrInvalidTable)
 	}
 	sectors := uint64(diskBytes) / uint64(sectorSize)
 	es := ceilDiv(DefaultEntries*entrySize, uint64(sectorSize))
@@ -425,7 +434,11 @@ func readFull(d io.ReaderAt, b []byte, off int64) error {
 func (t *Table) checkPartitions() error {
 	used := t.Used()
 	for _, p := range used {
-		if p.FirstLBA > p.LastLBA || p.FirstLBA < t.FirstUsableLBA || p.LastLBA > t.LastUsableLBA {
+		if p.FirstLBA > p.LastLBA {
+			return fmt.Errorf("partition %d is inverted: its first LBA %d is after its last LBA %d",
+				p.Number, p.FirstLBA, p.LastLBA)
+		}
+		if p.FirstLBA < t.FirstUsableLBA || p.LastLBA > t.LastUsableLBA {
 			return fmt.Errorf("partition %d (LBA %d-%d) is outside the usable range %d-%d",
 				p.Number, p.FirstLBA, p.LastLBA, t.FirstUsableLBA, t.LastUsableLBA)
 		}

@@ -2,6 +2,7 @@ package gptprio
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/updog/updog/internal/disktest"
@@ -331,5 +332,33 @@ func TestGUIDText(t *testing.T) {
 	}
 	if _, err := ParseGUID("not-a-guid"); err == nil {
 		t.Error("ParseGUID accepted junk")
+	}
+}
+
+// TestInvertedPartitionSaysSo: a partition whose first LBA is after its
+// last is reported as inverted, not as "outside the usable range".
+func TestInvertedPartitionSaysSo(t *testing.T) {
+	tb := layoutTable(t, 64, 512, abParts)
+	p := &tb.Partitions[3]
+	p.FirstLBA, p.LastLBA = p.LastLBA, p.FirstLBA
+	err := tb.Validate(64 * mib)
+	if !errors.Is(err, ErrInvalidTable) || !strings.Contains(err.Error(), "partition 4 is inverted") ||
+		strings.Contains(err.Error(), "outside") {
+		t.Fatalf("inverted partition: %v", err)
+	}
+}
+
+func TestNewRefusesZeroGUIDAndPartialSectors(t *testing.T) {
+	if _, err := New(64*mib, 512, GUID{}); !errors.Is(err, ErrInvalidTable) {
+		t.Errorf("zero disk GUID: %v", err)
+	}
+	if _, err := New(64*mib+100, 512, GUID{1}); !errors.Is(err, ErrInvalidTable) {
+		t.Errorf("size not a multiple of the sector size: %v", err)
+	}
+	if _, err := New(64*mib+512, 4096, GUID{1}); !errors.Is(err, ErrInvalidTable) {
+		t.Errorf("size not a multiple of 4096: %v", err)
+	}
+	if _, err := New(64*mib, 4096, GUID{1}); err != nil {
+		t.Errorf("a good table: %v", err)
 	}
 }

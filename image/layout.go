@@ -81,17 +81,20 @@ func PartitionID(disk gptprio.GUID, n int) gptprio.GUID {
 	return id
 }
 
-// CreateDisk writes a new GPT holding plan to d, partitions packed from
-// 1 MiB on, and returns it. Everything else on d is left as it is.
-func CreateDisk(d blockdev.Device, plan []PartSpec, diskGUID gptprio.GUID) (*gptprio.Table, error) {
-	t, err := gptprio.New(d.Size(), d.SectorSize(), diskGUID)
+// NewTable lays plan out in a new GPT for a disk of diskBytes bytes with
+// the given sector size, partitions packed from 1 MiB on. It is pure: the
+// table is written by the caller (gptprio.Disk.Format for a disk others
+// may see, or CreateDisk). The disk must be a whole number of sectors and
+// the disk GUID not all zeros.
+func NewTable(diskBytes int64, sectorSize int, plan []PartSpec, diskGUID gptprio.GUID) (*gptprio.Table, error) {
+	t, err := gptprio.New(diskBytes, sectorSize, diskGUID)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("image: %w", err)
 	}
 	if len(plan) > len(t.Partitions) {
 		return nil, fmt.Errorf("image: %d partitions do not fit a %d-entry table", len(plan), len(t.Partitions))
 	}
-	ss := uint64(d.SectorSize())
+	ss := uint64(sectorSize)
 	lba := uint64(alignMiB*mib) / ss
 	for i, p := range plan {
 		if p.Bytes <= 0 || uint64(p.Bytes)%ss != 0 {
@@ -103,12 +106,27 @@ func CreateDisk(d blockdev.Device, plan []PartSpec, diskGUID gptprio.GUID) (*gpt
 		e.LastLBA = lba + uint64(p.Bytes)/ss - 1
 		if e.LastLBA > t.LastUsableLBA {
 			return nil, fmt.Errorf("image: partition %s ends at LBA %d, past the last usable LBA %d of a %d-byte disk",
-				p.Name, e.LastLBA, t.LastUsableLBA, d.Size())
+				p.Name, e.LastLBA, t.LastUsableLBA, diskBytes)
 		}
 		if err := e.SetName(p.Name); err != nil {
 			return nil, err
 		}
 		lba = e.LastLBA + 1
+	}
+	if err := t.Validate(diskBytes); err != nil {
+		return nil, fmt.Errorf("image: %w", err)
+	}
+	return t, nil
+}
+
+// CreateDisk writes a new GPT holding plan to d (see NewTable) and returns
+// it. Everything else on d is left as it is. It takes no lock: it is for a
+// device no other process can see (an in-memory disk, a file just
+// created); a disk others may open is formatted with gptprio.Disk.Format.
+func CreateDisk(d blockdev.Device, plan []PartSpec, diskGUID gptprio.GUID) (*gptprio.Table, error) {
+	t, err := NewTable(d.Size(), d.SectorSize(), plan, diskGUID)
+	if err != nil {
+		return nil, err
 	}
 	if err := gptprio.Write(d, t); err != nil {
 		return nil, err

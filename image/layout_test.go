@@ -2,6 +2,7 @@ package image
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -70,5 +71,18 @@ func TestPlanTooSmall(t *testing.T) {
 	d := disktest.New(512<<20, 4096)
 	if _, err := CreateDisk(d, plan, gptprio.GUID{9}); err != nil {
 		t.Fatalf("4096-byte sectors: %v", err)
+	}
+}
+
+func TestNewTableRefuses(t *testing.T) {
+	plan, _ := BottlerocketPlan(512 << 20)
+	if _, err := NewTable(512<<20, 512, plan, gptprio.GUID{}); !errors.Is(err, gptprio.ErrInvalidTable) {
+		t.Errorf("all-zero disk GUID: %v", err)
+	}
+	if _, err := NewTable(512<<20+100, 512, plan, gptprio.GUID{1}); !errors.Is(err, gptprio.ErrInvalidTable) {
+		t.Errorf("a size that is not a whole number of sectors: %v", err)
+	}
+	if _, err := NewTable(512<<20, 4096, plan, gptprio.GUID{1}); err != nil {
+		t.Errorf("a good disk: %v", err)
 	}
 }

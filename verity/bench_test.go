@@ -2,6 +2,7 @@ package verity
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func BenchmarkBuild(b *testing.B) {
 	var ours, ref time.Duration
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
-		if _, err := Build(bytes.NewReader(data), int64(len(data)), p); err != nil {
+		if _, err := Build(context.Background(), bytes.NewReader(data), int64(len(data)), p); err != nil {
 			b.Fatal(err)
 		}
 		ours += time.Since(start)

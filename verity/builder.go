@@ -22,7 +22,8 @@ var ErrClosed = errors.New("verity: builder already closed")
 // Params.DataBlocks) is counted but not covered, as veritysetup does.
 //
 // It follows the tar.Writer shape: NewBuilder, Write (or ReadFrom), Close,
-// with a sticky error.
+// with a sticky error. A Builder takes no context: the loop that feeds it
+// checks its own (Build's does).
 type Builder struct {
 	p           Params
 	alg         algorithm

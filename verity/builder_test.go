@@ -2,6 +2,7 @@ package verity
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"math/rand/v2"
@@ -33,7 +34,7 @@ func TestStreamingEqualsFormat(t *testing.T) {
 	p := DefaultParams()
 	p.Salt, p.UUID = []byte("salt"), testUUID
 	want := &memWriterAt{}
-	wt, err := Format(bytes.NewReader(data), int64(len(data)), want, p)
+	wt, err := Format(context.Background(), bytes.NewReader(data), int64(len(data)), want, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestStreamingEqualsFormat(t *testing.T) {
 	}
 	// The updater's check: the tree of what streamed past against the hash
 	// image it wrote, then the root against the signed one.
-	if err := tr.Check(bytes.NewReader(want.b)); err != nil {
+	if err := tr.Check(context.Background(), bytes.NewReader(want.b)); err != nil {
 		t.Fatal(err)
 	}
 	if err := tr.CheckRoot(wt.RootHash); err != nil {
@@ -81,7 +82,7 @@ func TestSingleBlockRoot(t *testing.T) {
 	data := randomBytes(4096, 9)
 	p := DefaultParams()
 	p.Salt = []byte{0xaa}
-	tr, err := Build(bytes.NewReader(data), 4096, p)
+	tr, err := Build(context.Background(), bytes.NewReader(data), 4096, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func TestParamsRefused(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := Build(bytes.NewReader(make([]byte, 100)), 100, DefaultParams()); !errors.Is(err, ErrParams) {
+	if _, err := Build(context.Background(), bytes.NewReader(make([]byte, 100)), 100, DefaultParams()); !errors.Is(err, ErrParams) {
 		t.Errorf("less than a block of data: %v", err)
 	}
 }
@@ -115,8 +116,8 @@ func TestHashDeviceTooShort(t *testing.T) {
 	data := randomBytes(1<<20, 4)
 	p := DefaultParams()
 	h := &memWriterAt{}
-	tr, _ := Format(bytes.NewReader(data), int64(len(data)), h, p)
-	err := tr.Check(bytes.NewReader(h.b[:len(h.b)-4096]))
+	tr, _ := Format(context.Background(), bytes.NewReader(data), int64(len(data)), h, p)
+	err := tr.Check(context.Background(), bytes.NewReader(h.b[:len(h.b)-4096]))
 	if err == nil || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("truncated hash device: %v", err)
 	}

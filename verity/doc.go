@@ -21,6 +21,11 @@
 // grows with the tree (about 8 MiB per GiB of data with 4096-byte blocks and
 // sha256), never with the data.
 //
+// Cancellation: [Build], [Format], [Verify] and [Tree.Check] take a context
+// and stop with its error (wrapped) once it is done; Format writes nothing
+// before the whole tree is built, so a cancelled Format leaves the hash
+// device untouched.
+//
 // Concurrency: a Builder is for one goroutine (it starts workers of its
 // own); a finished Tree may be read from several goroutines.
 package verity

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"math/bits"
 )
 
@@ -76,6 +77,11 @@ func (p Params) Validate() error {
 	if p.HashOffset < 0 || p.HashOffset%512 != 0 {
 		return bad("hash offset %d is not a non-negative multiple of 512", p.HashOffset)
 	}
+	// The data's size in bytes must be a number: past this, data blocks
+	// times the block size wraps around.
+	if p.DataBlocks > math.MaxInt64/uint64(p.DataBlockSize) {
+		return bad("%d data blocks of %d bytes are more than a device can hold", p.DataBlocks, p.DataBlockSize)
+	}
 	// veritysetup rounds such an offset down and writes the tree over the
 	// bytes before it; refuse instead of writing outside the given range.
 	if p.NoSuperblock && p.HashOffset%int64(p.HashBlockSize) != 0 {
@@ -139,6 +145,10 @@ func (p Params) geometry(dataBlocks uint64) (geometry, error) {
 		pos += s
 	}
 	g.end = pos
+	// Every byte offset on the hash device must fit an int64.
+	if g.end > math.MaxInt64/uint64(p.HashBlockSize) {
+		return g, fmt.Errorf("%w: the hash tree would end past the largest possible device (hash offset %d)", ErrParams, p.HashOffset)
+	}
 	return g, nil
 }
 

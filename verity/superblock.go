@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 )
 
 const (
@@ -113,7 +114,7 @@ func ParseSuperblock(b []byte) (*Superblock, error) {
 	if s.DataBlocks == 0 {
 		return bad("data blocks", "zero")
 	}
-	if s.DataBlocks > (1<<63)/uint64(s.DataBlockSize) {
+	if s.DataBlocks > math.MaxInt64/uint64(s.DataBlockSize) {
 		return bad("data blocks", "%d blocks of %d bytes overflow a device size", s.DataBlocks, s.DataBlockSize)
 	}
 	n := int(binary.LittleEndian.Uint16(b[80:]))

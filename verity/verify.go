@@ -2,6 +2,7 @@ package verity
 
 import (
 	"bytes"
+	"context"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -30,10 +31,17 @@ type MismatchError struct {
 	// Block is the block number on that device (data blocks, or hash
 	// blocks counted from the start of the hash device).
 	Block uint64
-	// Offset is the byte offset on that device: the block's start, or the
-	// start of the spare area that is not zero.
+	// Offset is the byte offset on that device veritysetup reports: the
+	// block's start, or the start of the spare area that is not zero.
 	Offset int64
-	// Spare is set when the padding of a hash block is not zero.
+	// Byte is the offset of the first wrong byte where it is known: in a
+	// spare area, the first byte that is not zero. Otherwise (a digest
+	// mismatch says only that some byte of the block is wrong) it is the
+	// block's start, as Offset.
+	Byte int64
+	// Spare is set when the padding of a hash block is not zero: the zero
+	// tail of a hash block after its last entry, or the zeros that pad an
+	// entry to its stride.
 	Spare bool
 	// Level is the tree level whose stored entry disagreed (0 = bottom).
 	Level int
@@ -41,7 +49,8 @@ type MismatchError struct {
 
 func (e *MismatchError) Error() string {
 	if e.Spare {
-		return fmt.Sprintf("verity: spare area of hash block %d is not zeroed at position %d", e.Block, e.Offset)
+		return fmt.Sprintf("verity: spare area of hash block %d is not zeroed: the byte at position %d is not zero (the area starts at position %d)",
+			e.Block, e.Byte, e.Offset)
 	}
 	return fmt.Sprintf("verity: %s block %d (position %d) does not match its digest in hash level %d", e.Device, e.Block, e.Offset, e.Level)
 }
@@ -52,8 +61,8 @@ func (e *MismatchError) Is(target error) bool { return target == ErrCorrupt }
 // Check compares the hash device with the tree, level by level from the
 // bottom, and returns a *MismatchError for the first difference (see
 // MismatchError for the order). The superblock is not compared: read it
-// with ReadSuperblock.
-func (t *Tree) Check(hash io.ReaderAt) error {
+// with ReadSuperblock. It stops with ctx.Err() once ctx is done.
+func (t *Tree) Check(ctx context.Context, hash io.ReaderAt) error {
 	hbs := t.HashBlockSize
 	stored := make([]byte, 0, chunkBytes)
 	for lvl := 0; lvl < t.g.levels; lvl++ {
@@ -61,6 +70,10 @@ func (t *Tree) Check(hash io.ReaderAt) error {
 		entryNo := uint64(0) // entries of this level: one per lower block
 		var cmpErr error
 		compare := func(want []byte) bool {
+			if err := ctx.Err(); err != nil {
+				cmpErr = err
+				return false
+			}
 			stored = stored[:len(want)]
 			off := int64(blockNo) * int64(hbs)
 			if n, err := hash.ReadAt(stored, off); n < len(stored) {
@@ -113,18 +126,23 @@ func (t *Tree) mismatch(lvl int, stored, want []byte, blockNo, entryNo uint64) e
 		used = min(uint64(t.g.perBlock), total-entryNo-uint64(i/hbs*t.g.perBlock))
 	}
 	blockOff := int64(blk) * int64(hbs)
+	// In a spare area the expected bytes are zeros, so the first differing
+	// byte is the first non-zero one.
+	changed := blockOff + int64(inBlock)
 	if uint64(entry) >= used { // past the last used entry: the block's tail
-		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(used)*int64(t.g.stride), Spare: true, Level: lvl}
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(used)*int64(t.g.stride), Byte: changed, Spare: true, Level: lvl}
 	}
 	if inBlock%t.g.stride >= t.g.digestSize { // an entry's padding
-		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(entry*t.g.stride+t.g.digestSize), Spare: true, Level: lvl}
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(entry*t.g.stride+t.g.digestSize), Byte: changed, Spare: true, Level: lvl}
 	}
 	lower := entryNo + uint64(i/hbs*t.g.perBlock) + uint64(entry)
 	if lvl == 0 {
-		return &MismatchError{Device: "data", Block: lower, Offset: int64(lower) * int64(t.DataBlockSize), Level: 0}
+		off := int64(lower) * int64(t.DataBlockSize)
+		return &MismatchError{Device: "data", Block: lower, Offset: off, Byte: off, Level: 0}
 	}
 	hb := t.g.levelStart[lvl-1] + lower
-	return &MismatchError{Device: "hash", Block: hb, Offset: int64(hb) * int64(hbs), Level: lvl}
+	off := int64(hb) * int64(hbs)
+	return &MismatchError{Device: "hash", Block: hb, Offset: off, Byte: off, Level: lvl}
 }
 
 // levelEntries is the number of entries in level lvl: data blocks for level
@@ -145,29 +163,47 @@ func (t *Tree) CheckRoot(want []byte) error {
 }
 
 // Build reads the data (size bytes of it, from offset 0) and returns its
-// tree. Nothing is written.
-func Build(data io.ReaderAt, size int64, p Params) (*Tree, error) {
+// tree. Nothing is written. It stops with ctx.Err() (wrapped) once ctx is
+// done, checking before each read of the data.
+func Build(ctx context.Context, data io.ReaderAt, size int64, p Params) (*Tree, error) {
 	b, err := NewBuilder(p)
 	if err != nil {
 		return nil, err
 	}
 	if p.DataBlocks != 0 {
+		// Validate (in NewBuilder) keeps the product within an int64.
 		need := int64(p.DataBlocks) * int64(p.DataBlockSize)
 		if need > size {
 			return nil, fmt.Errorf("verity: %d data blocks of %d bytes need %d bytes, the data has %d", p.DataBlocks, p.DataBlockSize, need, size)
 		}
 		size = need
 	}
-	if _, err := b.ReadFrom(io.NewSectionReader(data, 0, size)); err != nil {
+	if _, err := b.ReadFrom(ctxReader{ctx, io.NewSectionReader(data, 0, size)}); err != nil {
+		b.Close() // waits for the workers; the error is the read's
 		return nil, fmt.Errorf("verity: reading data: %w", err)
 	}
 	return b.Close()
 }
 
+// ctxReader fails its reads once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 // Format builds the tree of the data and writes it (with the superblock,
 // unless p.NoSuperblock) to the hash device, like veritysetup format.
-func Format(data io.ReaderAt, size int64, hash io.WriterAt, p Params) (*Tree, error) {
-	t, err := Build(data, size, p)
+// Nothing is written until the whole tree is built, so a cancelled or
+// failed Format leaves the hash device as it was.
+func Format(ctx context.Context, data io.ReaderAt, size int64, hash io.WriterAt, p Params) (*Tree, error) {
+	t, err := Build(ctx, data, size, p)
 	if err != nil {
 		return nil, err
 	}
@@ -179,16 +215,17 @@ func Format(data io.ReaderAt, size int64, hash io.WriterAt, p Params) (*Tree, er
 
 // Verify checks the data and hash devices against the root hash, like
 // veritysetup verify: the first bad block comes back as a *MismatchError, a
-// consistent tree with another root as ErrRootHashMismatch.
-func Verify(data io.ReaderAt, size int64, hash io.ReaderAt, p Params, root []byte) error {
+// consistent tree with another root as ErrRootHashMismatch. It stops with
+// ctx.Err() (wrapped) once ctx is done.
+func Verify(ctx context.Context, data io.ReaderAt, size int64, hash io.ReaderAt, p Params, root []byte) error {
 	if p.DataBlocks == 0 {
 		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
 	}
-	t, err := Build(data, size, p)
+	t, err := Build(ctx, data, size, p)
 	if err != nil {
 		return err
 	}
-	if err := t.Check(hash); err != nil {
+	if err := t.Check(ctx, hash); err != nil {
 		return err
 	}
 	return t.CheckRoot(root)

@@ -2,6 +2,7 @@ package verity
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -50,7 +51,7 @@ func ours(t testing.TB, data, hash string, p Params) *Tree {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	tr, err := Format(d, fi.Size(), h, p)
+	tr, err := Format(context.Background(), d, fi.Size(), h, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func ourVerify(t testing.TB, data, hash string, p Params, root string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Verify(d, fi.Size(), h, p, rh)
+	return Verify(context.Background(), d, fi.Size(), h, p, rh)
 }
 
 type vcase struct {
@@ -244,6 +245,9 @@ func TestCorruptionFoundLikeVeritysetup(t *testing.T) {
 				if me.Offset != pos || me.Spare != (m[1] == "Spare area is not zeroed") {
 					t.Errorf("%s: veritysetup %q, we %v", name, strings.TrimSpace(out), me)
 				}
+				if me.Spare && (f.file != hashFile || me.Byte != f.off) {
+					t.Errorf("%s: spare mismatch names byte %d, the flipped byte is %d", name, me.Byte, f.off)
+				}
 				kind := me.Device
 				if me.Spare {
 					kind = "spare"
@@ -284,10 +288,10 @@ func TestBottlerocketFixture(t *testing.T) {
 		t.Fatalf("superblock %+v", sb)
 	}
 	root, _ := ParseRootHash(want.Root, "sha256")
-	if err := Verify(data, 1<<20, hash, sb.Params(0), root); err != nil {
+	if err := Verify(context.Background(), data, 1<<20, hash, sb.Params(0), root); err != nil {
 		t.Fatalf("fixture does not verify: %v", err)
 	}
-	tr, err := Build(data, 1<<20, sb.Params(0))
+	tr, err := Build(context.Background(), data, 1<<20, sb.Params(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +304,7 @@ func TestBottlerocketFixture(t *testing.T) {
 	}
 	// A wrong root is refused as such.
 	root[0] ^= 1
-	if err := Verify(data, 1<<20, hash, sb.Params(0), root); !errors.Is(err, ErrRootHashMismatch) {
+	if err := Verify(context.Background(), data, 1<<20, hash, sb.Params(0), root); !errors.Is(err, ErrRootHashMismatch) {
 		t.Errorf("wrong root: %v", err)
 	}
 }

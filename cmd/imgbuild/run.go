@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -13,8 +16,9 @@ import (
 
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/image"
-	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/cli"
+	"github.com/updog/updog/internal/safefile"
 )
 
 const (
@@ -73,13 +77,13 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func runDisk(_ context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("disk", "[--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT", stdout)
-	size := fs.String("size", "2GiB", "disk `SIZE` (KiB, MiB, GiB, TiB)")
+func runDisk(ctx context.Context, args []string, stdout io.Writer) error {
+	fs, parse := newFlags("disk", "[--size SIZE] [--sector-size N] [--disk-guid GUID] [--force] [--json] OUT", stdout)
+	size := fs.String("size", "2GiB", "disk `SIZE` (KiB, MiB, GiB, TiB): a whole number of sectors")
 	ss := fs.Int("sector-size", 512, "logical sector size, 512 or 4096")
-	guid := fs.String("disk-guid", "", "disk `GUID` (default: random)")
+	guid := fs.String("disk-guid", "", "disk `GUID`, not all zeros (default: random)")
 	asJSON := fs.Bool("json", false, "print the layout as JSON")
-	force := fs.Bool("force", false, "overwrite OUT if it exists")
+	force := fs.Bool("force", false, "replace OUT if it exists (a regular file only)")
 	if err := parse(args); err != nil {
 		return err
 	}
@@ -93,10 +97,16 @@ func runDisk(_ context.Context, args []string, stdout io.Writer) error {
 	if *ss != 512 && *ss != 4096 {
 		return usagef("disk: --sector-size %d: want 512 or 4096", *ss)
 	}
+	if bytes%int64(*ss) != 0 {
+		return usagef("disk: --size %s is %d bytes, not a whole number of %d-byte sectors", *size, bytes, *ss)
+	}
 	var g gptprio.GUID
 	if *guid != "" {
 		if g, err = gptprio.ParseGUID(*guid); err != nil {
 			return usagef("disk: --disk-guid: %v", err)
+		}
+		if g.IsZero() {
+			return usagef("disk: --disk-guid %s: the all-zero GUID is not a valid disk GUID (a GPT needs a unique one)", *guid)
 		}
 	} else {
 		rand.Read(g[:])
@@ -107,31 +117,12 @@ func runDisk(_ context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	t, err := image.NewTable(bytes, *ss, plan, g)
+	if err != nil {
+		return err
+	}
 	out := fs.Arg(0)
-	flag := os.O_RDWR | os.O_CREATE | os.O_EXCL
-	if *force {
-		flag = os.O_RDWR | os.O_CREATE | os.O_TRUNC
-	}
-	f, err := os.OpenFile(out, flag, 0o644)
-	if err != nil {
-		return err
-	}
-	err = f.Truncate(bytes)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(out)
-		return err
-	}
-	d, err := blockdev.Open(out, blockdev.Options{SectorSize: *ss})
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	t, err := image.CreateDisk(d, plan, g)
-	if err != nil {
-		os.Remove(out)
+	if err := writeDiskImage(ctx, out, *force, bytes, *ss, t); err != nil {
 		return err
 	}
 	type partJSON struct {
@@ -153,4 +144,96 @@ func runDisk(_ context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "  %2d  %-24s LBA %d-%d\n", p.Number, p.Name, p.FirstLBA, p.LastLBA)
 	}
 	return nil
+}
+
+// writeDiskImage makes out a sparse image file of size bytes holding the
+// partition table t. The image is built in a temporary file beside out
+// (beside the file a symlink names), its table written through the locked
+// gptprio.Disk.Format, then moved into place: without force with a hard
+// link, which fails if out appeared meanwhile; with force with a rename
+// over the old file, whose permission bits the new one keeps. An error or
+// a signal before that leaves no partial image at out. A FIFO, a directory or a device at out is refused at once
+// (imgbuild writes image files only), and so is an existing file without
+// force.
+func writeDiskImage(ctx context.Context, out string, force bool, size int64, sectorSize int, t *gptprio.Table) (err error) {
+	perm := os.FileMode(0o644)
+	if fi, err := os.Stat(out); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%w (imgbuild disk writes image files only)",
+				&safefile.KindError{Path: out, Mode: fi.Mode(), Want: "a regular file"})
+		}
+		if !force {
+			return fmt.Errorf("%s already exists (use --force to replace it)", out)
+		}
+		perm = fi.Mode().Perm()
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	target := out
+	if force {
+		if target, err = atomicfile.Resolve(out); err != nil {
+			return err
+		}
+	}
+	dir, base := filepath.Split(target)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	err = f.Chmod(perm)
+	if err == nil {
+		err = f.Truncate(size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	d, err := gptprio.OpenDisk(ctx, tmp, gptprio.OpenOptions{SectorSize: sectorSize})
+	if err != nil {
+		return err
+	}
+	err = d.Format(ctx, t)
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if force {
+		err = os.Rename(tmp, target)
+	} else {
+		err = placeNew(tmp, target)
+	}
+	if err != nil {
+		return err
+	}
+	return atomicfile.SyncDir(dir)
+}
+
+// placeNew moves tmp to target unless something is at target: a hard link
+// (which never replaces), or a rename where the file system has no hard
+// links.
+func placeNew(tmp, target string) error {
+	err := os.Link(tmp, target)
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%s already exists (use --force to replace it)", target)
+	case err == nil:
+		return os.Remove(tmp)
+	}
+	if _, lerr := os.Lstat(target); !errors.Is(lerr, fs.ErrNotExist) {
+		return fmt.Errorf("%s already exists (use --force to replace it)", target)
+	}
+	return os.Rename(tmp, target)
 }

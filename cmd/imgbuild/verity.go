@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/pflag"
 
+	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/blockdev"
 	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/verity"
@@ -109,7 +111,7 @@ func (f *paramFlags) params(randomize bool) (verity.Params, error) {
 	return p, nil
 }
 
-func verityFormat(_ context.Context, args []string, stdout io.Writer) error {
+func verityFormat(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, parse := newFlags("verity format", "[options] DATA HASH", stdout)
 	var pf paramFlags
 	pf.register(fs)
@@ -124,40 +126,164 @@ func verityFormat(_ context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	data, err := blockdev.Open(fs.Arg(0), blockdev.Options{ReadOnly: true})
+	dataPath, hashPath := fs.Arg(0), fs.Arg(1)
+	data, err := blockdev.Open(dataPath, blockdev.Options{ReadOnly: true})
 	if err != nil {
 		return fmt.Errorf("opening data: %w", err)
 	}
 	defer data.Close()
-	hashPath := fs.Arg(1)
-	if _, err := os.Stat(hashPath); errors.Is(err, os.ErrNotExist) {
-		if err := os.WriteFile(hashPath, nil, 0o644); err != nil {
-			return err
-		}
-	}
-	hash, err := blockdev.Open(hashPath, blockdev.Options{})
-	if err != nil {
-		return fmt.Errorf("opening hash device: %w", err)
-	}
-	defer hash.Close()
-	prog := cli.NewProgress(os.Stderr)
-	prog.Start("hashing "+fs.Arg(0), data.Size())
-	t, err := verity.Format(prog.ReaderAt(data), data.Size(), hash, p)
-	prog.Finish()
+	dest, err := hashTargetFor(hashPath, p)
 	if err != nil {
 		return err
 	}
-	if err := hash.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", hashPath, err)
+	if err := checkOverlap(dataPath, hashPath, p); err != nil {
+		return err
+	}
+	// A hash device written in place is opened before the hashing, so
+	// that a wrong HASH fails at once rather than after it.
+	var inPlace *blockdev.File
+	if !dest.replace {
+		if inPlace, err = blockdev.Open(hashPath, blockdev.Options{}); err != nil {
+			return fmt.Errorf("opening hash device: %w", err)
+		}
+		defer inPlace.Close()
+	}
+	prog := cli.NewProgress(os.Stderr)
+	prog.Start("hashing "+dataPath, data.Size())
+	t, err := verity.Build(ctx, prog.ReaderAt(data), data.Size(), p)
+	prog.Finish()
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted before writing anything to %s: %w", hashPath, err)
+		}
+		return err
+	}
+	if err := writeTree(ctx, t, dest, inPlace); err != nil {
+		return err
 	}
 	if *asJSON {
-		return cli.WriteJSON(stdout, infoJSON(t, fs.Arg(0), hashPath))
+		return cli.WriteJSON(stdout, infoJSON(t, dataPath, hashPath))
 	}
 	if t.Uncovered > 0 {
-		fmt.Fprintf(os.Stderr, "imgbuild: note: the last %d bytes of %s are not a whole data block and are not covered\n", t.Uncovered, fs.Arg(0))
+		fmt.Fprintf(os.Stderr, "imgbuild: note: the last %d bytes of %s are not a whole data block and are not covered\n", t.Uncovered, dataPath)
 	}
 	fmt.Fprintf(stdout, "%x\n", t.RootHash)
 	return nil
+}
+
+// hashTarget is how format writes HASH.
+type hashTarget struct {
+	// replace: build a temporary file beside path and rename it over path
+	// (internal/atomicfile), so a failed or interrupted format leaves no
+	// new file and an existing one unchanged. Otherwise the tree is written
+	// in place into HASH: a block device, or an existing file the tree
+	// goes inside at --hash-offset.
+	replace bool
+	path    string      // for replace: the file to replace, symbolic links resolved
+	perm    os.FileMode // for replace: the new file's permissions
+}
+
+// newHashPerm is the permission of a hash file format creates.
+const newHashPerm = 0o644
+
+// hashTargetFor decides how HASH is written: a new file, or an existing
+// regular file written from offset 0, is replaced whole; anything else is
+// written in place (and blockdev.Open refuses what is neither a regular
+// file nor a block device).
+func hashTargetFor(hashPath string, p verity.Params) (hashTarget, error) {
+	fi, err := os.Stat(hashPath)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if li, lerr := os.Lstat(hashPath); lerr == nil && li.Mode()&os.ModeSymlink != 0 {
+			return hashTarget{}, fmt.Errorf("hash file %s is a symbolic link to a file that does not exist", hashPath)
+		}
+		// Fail now, not after the hashing, when the file cannot be made.
+		if di, err := os.Stat(filepath.Dir(hashPath)); err != nil || !di.IsDir() {
+			return hashTarget{}, fmt.Errorf("hash file %s: its directory does not exist", hashPath)
+		}
+		return hashTarget{replace: true, path: hashPath, perm: newHashPerm}, nil
+	case err != nil:
+		return hashTarget{}, fmt.Errorf("hash file: %w", err)
+	case fi.Mode().IsRegular() && p.HashOffset == 0:
+		// Through a symbolic link, the link's target is replaced and the
+		// link stays.
+		real, err := filepath.EvalSymlinks(hashPath)
+		if err != nil {
+			return hashTarget{}, fmt.Errorf("hash file: %w", err)
+		}
+		return hashTarget{replace: true, path: real, perm: fi.Mode().Perm()}, nil
+	}
+	return hashTarget{path: hashPath}, nil
+}
+
+// checkOverlap refuses a HASH that is DATA itself, by any name (the same
+// path, a symbolic or hard link, another node of the same block device),
+// unless --data-blocks ends the data area [0, data_blocks*data_block_size)
+// at or before the hash offset: the tree would be written over the data.
+// veritysetup refuses the same ("Data area overlaps with hash area").
+// Without --data-blocks the data is the whole of DATA, which the tree,
+// written at or past its end, would then change.
+func checkOverlap(dataPath, hashPath string, p verity.Params) error {
+	if !blockdev.SameFile(dataPath, hashPath) {
+		return nil
+	}
+	if p.DataBlocks == 0 {
+		return usagef("verity format: HASH %s is the same file as DATA %s: the hash tree would be written over the data "+
+			"(to keep both in one file, give --data-blocks and a --hash-offset at or past the data's end)", hashPath, dataPath)
+	}
+	dbs := uint64(p.DataBlockSize)
+	if p.DataBlocks > uint64(p.HashOffset)/dbs {
+		return usagef("verity format: HASH %s is the same file as DATA %s and the hash offset %d is inside the data "+
+			"(%d blocks of %d bytes end at byte %d): the hash tree would be written over the data",
+			hashPath, dataPath, p.HashOffset, p.DataBlocks, dbs, p.DataBlocks*dbs)
+	}
+	return nil
+}
+
+// writeTree writes the built tree to HASH as dest says: through a
+// temporary file renamed over it, or in place into inPlace.
+func writeTree(ctx context.Context, t *verity.Tree, dest hashTarget, inPlace *blockdev.File) error {
+	if dest.replace {
+		err := atomicfile.Write(dest.path, dest.perm, func(w io.Writer) error {
+			wa, ok := w.(io.WriterAt)
+			if !ok {
+				return fmt.Errorf("temporary file %T cannot be written at offsets", w)
+			}
+			return t.WriteTo(ctxWriterAt{ctx, wa})
+		})
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("interrupted, %s left as it was: %w", dest.path, err)
+		}
+		return err
+	}
+	// A block device never grows: refuse before writing anything.
+	if inPlace.IsBlockDevice() && t.HashDeviceSize > inPlace.Size() {
+		return fmt.Errorf("hash device %s has %d bytes, the tree needs %d", inPlace.Name(), inPlace.Size(), t.HashDeviceSize)
+	}
+	if err := t.WriteTo(inPlace); err != nil {
+		return err
+	}
+	if err := inPlace.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", inPlace.Name(), err)
+	}
+	return nil
+}
+
+// ctxWriterAt fails its writes once ctx is done (for the temporary file,
+// which is then removed: nothing is lost by stopping part-way).
+type ctxWriterAt struct {
+	ctx context.Context
+	w   io.WriterAt
+}
+
+func (c ctxWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.WriteAt(p, off)
 }
 
 func infoJSON(t *verity.Tree, dataPath, hashPath string) map[string]any {
@@ -181,7 +307,7 @@ func infoJSON(t *verity.Tree, dataPath, hashPath string) map[string]any {
 	}
 }
 
-func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
+func verityVerify(ctx context.Context, args []string, stdout io.Writer) error {
 	fs, parse := newFlags("verity verify", "[options] DATA HASH ROOTHASH", stdout)
 	var pf paramFlags
 	pf.register(fs)
@@ -219,9 +345,12 @@ func verityVerify(_ context.Context, args []string, stdout io.Writer) error {
 	}
 	prog := cli.NewProgress(os.Stderr)
 	prog.Start("verifying "+fs.Arg(0), data.Size())
-	err = verity.Verify(prog.ReaderAt(data), data.Size(), hash, p, root)
+	err = verity.Verify(ctx, prog.ReaderAt(data), data.Size(), hash, p, root)
 	prog.Finish()
 	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", err)
+		}
 		var me *verity.MismatchError
 		if errors.As(err, &me) || errors.Is(err, verity.ErrRootHashMismatch) {
 			return &cli.ExitError{Code: exitCorrupt, Err: fmt.Errorf("verification failed: %w", err)}

@@ -2,7 +2,7 @@
 //
 // Synopsis:
 //
-//	signpost [--disk PATH] [--active a|b] [--json] [--dry-run] [--tries N] COMMAND
+//	signpost [--disk PATH] [--active a|b] [--json] [--dry-run] [--tries N] [--lock-wait D] COMMAND
 //
 // Description:
 //
@@ -10,9 +10,16 @@
 //	the BOOT partitions (priority 48-51, tries left 52-55, successful 56)
 //	and bit 57 of the PRIVATE partition (a boot has ever succeeded). Set A
 //	is the first BOOT/ROOT/HASH partition of each type in table order, set B
-//	the second. The bootloader boots, of the BOOT partitions with tries left
-//	or marked successful, the one with the highest priority, and uses up a
-//	try when it has some.
+//	the second (a disk with more, C and on, is shown by status and followed
+//	by next, but the A/B state changes refuse it). The bootloader boots, of
+//	all BOOT partitions with tries left or marked successful, the one with
+//	the highest priority, and uses up a try when it has some.
+//
+//	Every command holds a lock on the disk (a BSD flock on the whole-disk
+//	device node or image file: shared to read, exclusive to change the
+//	table, which is re-read under the lock), so that two signposts, updog
+//	and udev never interleave. A command that cannot get the lock within
+//	--lock-wait fails. SIGINT and SIGTERM stop a command that is waiting.
 //
 //	Commands:
 //	  status                   show the sets, their bits, the active and the next set
@@ -31,14 +38,20 @@
 //
 //	--disk PATH       whole-disk block device or disk image file; on a running
 //	                  host, the disk holding the mounted root
-//	--active a|b      the running set; on a host it is found through /sys, on
-//	                  an image file it must be given for commands that need it
+//	--active a|b      the running set; on the running host's disk it is found
+//	                  through /sys and a contrary --active is refused (exit 2);
+//	                  on an image file it must be given for commands that need it
 //	--json            print one JSON object
 //	--dry-run         compute and print the change, write nothing
 //	--tries N         tries for mark-inactive-valid (1-15, default 1)
-//	--sector-size N   logical sector size of an image file (default: detected)
+//	--sector-size N   logical sector size of an image file, 512 or 4096
+//	                  (default: detected)
+//	--lock-wait D     how long to wait for another process's lock on the disk
+//	                  (default 10s; 0: do not wait)
 //
-// Exit status: 0 success, 1 error, 2 usage error, 3 no bootable set.
+// Exit status: 0 success, 1 error (the disk locked by another process past
+// --lock-wait included), 2 usage error (a bad flag value, or --active
+// contradicting the running system), 3 no bootable set.
 package main
 
 import (

@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/blockdev"
 	"github.com/updog/updog/internal/cli"
+	"github.com/updog/updog/internal/flock"
 )
 
 // Exit codes.
@@ -23,7 +24,7 @@ const (
 	exitNoBootable = 3
 )
 
-const usage = `Usage: signpost [--disk PATH] [--active a|b] [--json] [--dry-run] [--tries N] COMMAND
+const usage = `Usage: signpost [--disk PATH] [--active a|b] [--json] [--dry-run] [--tries N] [--lock-wait D] COMMAND
 
 Reads and changes the boot state (GPT priority bits) of an A/B disk.
 
@@ -44,14 +45,21 @@ Options:
 `
 
 const exitHelp = `
-Exit status: 0 success, 1 error, 2 usage error, 3 no bootable set.
+Every command locks the disk (flock: shared to read, exclusive to write) and
+fails if another process holds it longer than --lock-wait.
+
+Exit status: 0 success, 1 error (including a disk left locked by another
+process), 2 usage error (including --active contradicting the running
+system), 3 no bootable set.
 `
 
 // command describes one subcommand.
 type command struct {
 	needsActive bool
 	writes      bool
-	edit        func(t *gptprio.Table, active gptprio.Set, o *options) (*gptprio.Table, error)
+	// edit is the pure change a writing command makes, given the active
+	// set (SetA when it is not needed and unknown).
+	edit func(t *gptprio.Table, active gptprio.Set, o *options) (*gptprio.Table, error)
 }
 
 var commands = map[string]command{
@@ -88,9 +96,8 @@ type options struct {
 	dryRun     bool
 	tries      int
 	sectorSize int
-	sysRoot    string // "/" on a host; tests point it at a fake tree
-	// rootDevice returns the device numbers of the root filesystem.
-	rootDevice func() (major, minor uint32, err error)
+	lockWait   time.Duration
+	host       gptprio.HostInfo // the real host, or a fake /sys in tests
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -99,17 +106,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runWith is run with the host injected: sysRoot is where sys/ and dev/ are
 // looked up, rootDevice says which device holds the root filesystem.
-func runWith(_ context.Context, args []string, stdout, stderr io.Writer, sysRoot string,
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, sysRoot string,
 	rootDevice func() (uint32, uint32, error)) int {
-	o := &options{sysRoot: sysRoot, rootDevice: rootDevice}
+	o := &options{host: gptprio.HostInfo{SysRoot: sysRoot, RootDevice: rootDevice}}
 	fs := pflag.NewFlagSet("signpost", pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.disk, "disk", "", "whole-disk block device or disk image `PATH` (default: the disk holding /)")
-	fs.StringVar(&o.active, "active", "", "the running set, `a|b` (default: found through /sys on a host)")
+	fs.StringVar(&o.active, "active", "", "the running set, `a|b` (on a host it is found through /sys, and a contrary --active is refused)")
 	fs.BoolVar(&o.json, "json", false, "print one JSON object")
 	fs.BoolVar(&o.dryRun, "dry-run", false, "compute and print the change, write nothing")
 	fs.IntVar(&o.tries, "tries", 1, "tries for mark-inactive-valid (1-15)")
 	fs.IntVar(&o.sectorSize, "sector-size", 0, "logical sector size of an image file, 512 or 4096 (default: detected)")
+	fs.DurationVar(&o.lockWait, "lock-wait", flock.DefaultWait, "wait at most `D` for another process's lock on the disk (0: do not wait)")
 	help := fs.BoolP("help", "h", false, "show this help")
 	printUsage := func(w io.Writer) {
 		fmt.Fprint(w, usage)
@@ -137,158 +145,145 @@ func runWith(_ context.Context, args []string, stdout, stderr io.Writer, sysRoot
 		fmt.Fprintf(stderr, "signpost: unknown command %q (see signpost --help)\n", name)
 		return exitUsage
 	}
-	if o.tries < 1 || o.tries > gptprio.MaxTries {
-		fmt.Fprintf(stderr, "signpost: --tries %d is not between 1 and %d\n", o.tries, gptprio.MaxTries)
-		return exitUsage
+	err := checkFlags(fs, o)
+	if err == nil {
+		err = execute(ctx, name, cmd, o, stdout, stderr)
 	}
-	err := execute(name, cmd, o, stdout, stderr)
 	if errors.Is(err, gptprio.ErrNoBootableSet) {
 		err = &cli.ExitError{Code: exitNoBootable, Err: err}
 	}
 	return cli.Report("signpost", name, err, stderr)
 }
 
-// target is the disk to work on and what is known about the running set.
-type target struct {
-	path      string
-	active    *gptprio.Set
-	activePar int // partition number under the root, when found on a host
-}
-
-// findTarget resolves --disk and --active, looking at the running host
-// where they are not given.
-func findTarget(o *options) (target, error) {
-	var tg target
-	if o.active != "" {
-		s, err := gptprio.ParseSet(o.active)
-		if err != nil {
-			return tg, cli.Usagef("--active %q: want a or b", o.active)
+// checkFlags refuses bad flag values as usage errors (exit 2), before
+// anything is opened.
+func checkFlags(fs *pflag.FlagSet, o *options) error {
+	if fs.Changed("disk") && o.disk == "" {
+		return cli.Usagef("--disk: the path is empty")
+	}
+	if o.active != "" || fs.Changed("active") {
+		if _, err := gptprio.ParseSet(o.active); err != nil {
+			return cli.Usagef("--active %q: want a or b", o.active)
 		}
-		tg.active = &s
 	}
-	if o.disk != "" {
-		tg.path = o.disk
+	if o.tries < 1 || o.tries > gptprio.MaxTries {
+		return cli.Usagef("--tries %d is not between 1 and %d", o.tries, gptprio.MaxTries)
 	}
-	// On a host, the disk and the active partition come from the root.
-	major, minor, err := o.rootDevice()
-	var host blockdev.Backing
-	if err == nil {
-		host, err = blockdev.ResolveBacking(o.sysRoot, major, minor)
+	if o.sectorSize != 0 && o.sectorSize != 512 && o.sectorSize != 4096 {
+		return cli.Usagef("--sector-size %d: want 512 or 4096", o.sectorSize)
 	}
-	if err != nil {
-		if tg.path == "" {
-			return tg, fmt.Errorf("no --disk given, and the disk holding / could not be found: %w", err)
-		}
-		return tg, nil
+	if o.lockWait < 0 {
+		return cli.Usagef("--lock-wait %v: must not be negative", o.lockWait)
 	}
-	if tg.path == "" {
-		tg.path = host.Disk
-	}
-	if same(tg.path, host.Disk) {
-		tg.activePar = host.Number
-	}
-	return tg, nil
+	return nil
 }
 
-func same(a, b string) bool {
-	ra, err1 := filepath.EvalSymlinks(a)
-	rb, err2 := filepath.EvalSymlinks(b)
-	return err1 == nil && err2 == nil && ra == rb
-}
-
-func execute(name string, cmd command, o *options, stdout, stderr io.Writer) error {
-	tg, err := findTarget(o)
-	if err != nil {
+func execute(ctx context.Context, name string, cmd command, o *options, stdout, stderr io.Writer) error {
+	writes := cmd.writes && !o.dryRun
+	wait := o.lockWait
+	if wait == 0 {
+		wait = -1 // gptprio: one try, no waiting
+	}
+	d, err := gptprio.OpenDisk(ctx, o.disk, gptprio.OpenOptions{
+		ReadOnly: !writes, SectorSize: o.sectorSize, LockWait: wait, Active: o.active, Host: o.host,
+	})
+	switch {
+	case errors.Is(err, gptprio.ErrActiveMismatch):
+		return cli.Usagef("--active %s: %v", o.active, err)
+	case errors.Is(err, gptprio.ErrNoHostDisk):
+		return fmt.Errorf("%w (name the disk with --disk)", err)
+	case err != nil:
 		return err
 	}
-	writes := cmd.writes && !o.dryRun
-	bo := blockdev.Options{ReadOnly: !writes}
-	if o.sectorSize != 0 {
-		bo.SectorSize = o.sectorSize
-	}
-	d, err := blockdev.Open(tg.path, bo)
-	if err != nil {
-		return fmt.Errorf("opening disk: %w", err)
-	}
 	defer d.Close()
-	if !d.IsBlockDevice() && o.sectorSize == 0 {
-		if ss := gptprio.ProbeSectorSize(d); ss != 0 && ss != d.SectorSize() {
-			d.Close()
-			bo.SectorSize = ss
-			if d, err = blockdev.Open(tg.path, bo); err != nil {
-				return fmt.Errorf("opening disk: %w", err)
-			}
+	if cmd.needsActive && d.Active == nil {
+		return cli.Usagef("%s on %s needs --active a|b: there is no running system on this disk to tell which set is active", name, d.Path)
+	}
+	// checkActive refuses an --active that names a set the disk lacks.
+	checkActive := func(l gptprio.Layout) error {
+		if d.Active != nil && !d.OnHost && int(*d.Active) >= len(l.Sets) {
+			return cli.Usagef("--active %v: %s has a single partition set", *d.Active, d.Path)
 		}
-	}
-	t, err := gptprio.Read(d)
-	if err != nil {
-		return fmt.Errorf("%s: %w", tg.path, err)
-	}
-	warnCopies(stderr, tg.path, t, writes)
-	l, err := gptprio.FindLayout(t)
-	if err != nil {
-		return fmt.Errorf("%s: %w", tg.path, err)
-	}
-	if tg.active == nil && tg.activePar != 0 {
-		if s, ok := l.SetOf(tg.activePar); ok {
-			tg.active = &s
-		} else {
-			return fmt.Errorf("%s: the root filesystem is on partition %d, which is in neither partition set", tg.path, tg.activePar)
-		}
-	}
-	if cmd.needsActive && tg.active == nil {
-		return cli.Usagef("%s on %s needs --active a|b: there is no running system on this disk to tell which set is active", name, tg.path)
-	}
-	if tg.active != nil && int(*tg.active) >= len(l.Sets) {
-		return cli.Usagef("--active %v: %s has a single partition set", *tg.active, tg.path)
+		return nil
 	}
 
 	switch name {
-	case "status":
-		return printJSONOrText(stdout, o.json, statusOf(tg.path, t, l, tg.active), formatStatus)
-	case "has-boot-ever-succeeded":
+	case "status", "has-boot-ever-succeeded":
+		t, l, err := d.Read(ctx)
+		if err != nil {
+			return err
+		}
+		warnCopies(stderr, d.Path, t, false)
+		if err := checkActive(l); err != nil {
+			return err
+		}
+		if name == "status" {
+			return printJSONOrText(stdout, o.json, statusOf(d, t, l), formatStatus)
+		}
 		ok, err := gptprio.HasBootEverSucceeded(t)
 		if err != nil {
-			return fmt.Errorf("%s: %w", tg.path, err)
+			return fmt.Errorf("%s: %w", d.Path, err)
 		}
 		if o.json {
-			return cli.WriteJSON(stdout, map[string]any{"disk": tg.path, "boot_ever_succeeded": ok})
+			return cli.WriteJSON(stdout, map[string]any{"disk": d.Path, "boot_ever_succeeded": ok})
 		}
 		fmt.Fprintln(stdout, ok)
 		return nil
-	case "next":
-		s, nt, used, err := gptprio.Boot(t)
-		if err != nil {
-			return fmt.Errorf("%s: %w", tg.path, err)
-		}
-		if used && writes {
-			if err := gptprio.Write(d, nt); err != nil {
-				return fmt.Errorf("%s: %w", tg.path, err)
-			}
-		}
-		if o.json {
-			return cli.WriteJSON(stdout, map[string]any{"disk": tg.path, "next": s.String(), "try_used": used,
-				"dry_run": o.dryRun, "changes": changes(t, nt)})
-		}
-		fmt.Fprintln(stdout, s)
-		return nil
 	}
 
-	active := gptprio.SetA
-	if tg.active != nil {
-		active = *tg.active
-	}
-	nt, err := cmd.edit(t, active, o)
-	if err != nil {
-		return fmt.Errorf("%s: %w", tg.path, err)
-	}
-	if writes {
-		if err := gptprio.Write(d, nt); err != nil {
-			return fmt.Errorf("%s: %w", tg.path, err)
+	// The writing commands: one locked read-modify-write (or a dry run of
+	// it, under a shared lock).
+	var (
+		chosen, chosenPart = gptprio.Set(0), 0
+		tryUsed            bool
+		layout             gptprio.Layout
+	)
+	edit := func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
+		layout = l
+		if err := checkActive(l); err != nil {
+			return nil, err
 		}
+		if name == "next" {
+			s, n, err := gptprio.NextPartition(t)
+			if err != nil {
+				return nil, err
+			}
+			_, nt, used, err := gptprio.Boot(t)
+			if err != nil {
+				return nil, err
+			}
+			chosen, chosenPart, tryUsed = s, n, used
+			if !used {
+				return nil, nil // nothing to write
+			}
+			return nt, nil
+		}
+		active := gptprio.SetA
+		if d.Active != nil {
+			active = *d.Active
+		}
+		return cmd.edit(t, active, o)
 	}
-	res := editResult{Command: name, Disk: tg.path, DryRun: o.dryRun, Changes: changes(t, nt),
-		Status: statusOf(tg.path, nt, l, tg.active)}
+	var before, after *gptprio.Table
+	if writes {
+		before, after, err = d.Update(ctx, edit)
+	} else {
+		before, after, err = d.DryRun(ctx, edit)
+	}
+	if err != nil {
+		return err
+	}
+	warnCopies(stderr, d.Path, before, writes && after != before)
+	if name == "next" {
+		if o.json {
+			return cli.WriteJSON(stdout, map[string]any{"disk": d.Path, "next": chosen.String(), "partition": chosenPart,
+				"try_used": tryUsed, "dry_run": o.dryRun, "changes": changes(before, after)})
+		}
+		fmt.Fprintln(stdout, chosen)
+		return nil
+	}
+	res := editResult{Command: name, Disk: d.Path, DryRun: o.dryRun, Changes: changes(before, after),
+		Status: statusOf(d, after, layout)}
 	return printJSONOrText(stdout, o.json, res, formatEdit)
 }
 
@@ -327,10 +322,12 @@ type gptJSON struct {
 
 type statusJSON struct {
 	Disk              string             `json:"disk"`
+	OnHost            bool               `json:"on_host"`
 	Active            *string            `json:"active"`
 	Next              *string            `json:"next"`
 	BootEverSucceeded bool               `json:"boot_ever_succeeded"`
 	Private           int                `json:"private"`
+	SetNames          []string           `json:"set_names"`
 	Sets              map[string]setJSON `json:"sets"`
 	GPT               gptJSON            `json:"gpt"`
 }
@@ -344,10 +341,10 @@ func errPtr(err error) *string {
 	return strPtr(err.Error())
 }
 
-func statusOf(path string, t *gptprio.Table, l gptprio.Layout, active *gptprio.Set) statusJSON {
-	st := statusJSON{Disk: path, Private: l.Private, Sets: map[string]setJSON{}}
-	if active != nil {
-		st.Active = strPtr(active.String())
+func statusOf(d *gptprio.Disk, t *gptprio.Table, l gptprio.Layout) statusJSON {
+	st := statusJSON{Disk: d.Path, OnHost: d.OnHost, Private: l.Private, SetNames: l.Names(), Sets: map[string]setJSON{}}
+	if d.Active != nil {
+		st.Active = strPtr(d.Active.String())
 	}
 	if s, err := gptprio.Next(t); err == nil {
 		st.Next = strPtr(s.String())
@@ -368,12 +365,18 @@ func statusOf(path string, t *gptprio.Table, l gptprio.Layout, active *gptprio.S
 func formatStatus(w io.Writer, v any) {
 	st := v.(statusJSON)
 	fmt.Fprintf(w, "OS disk: %s (GPT read from the %s copy)\n", st.Disk, st.GPT.ReadFrom)
-	for _, k := range []string{"a", "b"} {
-		s, ok := st.Sets[k]
-		if !ok {
-			fmt.Fprintf(w, "Set %s:   none (single-set disk: cannot be updated in place)\n", strings.ToUpper(k))
-			continue
-		}
+	upper := make([]string, len(st.SetNames))
+	for i, k := range st.SetNames {
+		upper[i] = strings.ToUpper(k)
+	}
+	switch n := len(st.SetNames); {
+	case n == 1:
+		fmt.Fprintln(w, "Sets:    A only (single-set disk: cannot be updated in place)")
+	case n > 2:
+		fmt.Fprintf(w, "Sets:    %d (%s): more than two sets; the A/B commands refuse this disk\n", n, strings.Join(upper, ", "))
+	}
+	for _, k := range st.SetNames {
+		s := st.Sets[k]
 		fmt.Fprintf(w, "Set %s:   boot=%d root=%d hash=%d  priority=%d tries_left=%d successful=%t\n",
 			strings.ToUpper(k), s.Boot, s.Root, s.Hash, s.Priority, s.Tries, s.Successful)
 	}
@@ -383,7 +386,11 @@ func formatStatus(w io.Writer, v any) {
 		}
 		return "Set " + strings.ToUpper(*p)
 	}
-	fmt.Fprintf(w, "Active:  %s\n", show(st.Active))
+	active := show(st.Active)
+	if st.OnHost {
+		active += " (the running system)"
+	}
+	fmt.Fprintf(w, "Active:  %s\n", active)
 	if st.Next == nil {
 		fmt.Fprintln(w, "Next:    none: no set is bootable")
 	} else {
@@ -397,17 +404,24 @@ type change struct {
 	Name      string `json:"name"`
 	Before    string `json:"before"`
 	After     string `json:"after"`
+	BeforeHex string `json:"before_hex"`
+	AfterHex  string `json:"after_hex"`
 }
 
+// changes lists the partitions whose attributes differ, each shown with the
+// bits that mean something for its type (gptprio fields on BOOT, bit 57 on
+// PRIVATE) and the raw value.
 func changes(old, nt *gptprio.Table) []change {
 	out := []change{}
-	if nt == nil {
+	if old == nil || nt == nil {
 		return out
 	}
 	for i := range old.Partitions {
-		a, b := old.Partitions[i].Attributes, nt.Partitions[i].Attributes
+		p := old.Partitions[i]
+		a, b := p.Attributes, nt.Partitions[i].Attributes
 		if a != b {
-			out = append(out, change{i + 1, old.Partitions[i].Name(), a.String(), b.String()})
+			out = append(out, change{i + 1, p.Name(), a.Describe(p.Type), b.Describe(p.Type),
+				fmt.Sprintf("%016x", uint64(a)), fmt.Sprintf("%016x", uint64(b))})
 		}
 	}
 	return out

@@ -97,7 +97,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"--bogus"}, exitUsage, "unknown flag"},
 		{[]string{"--disk", filepath.Join(t.TempDir(), "missing.img"), "status"}, exitError, "missing.img"},
 		{[]string{"--disk", disk, "--active", "a", "upgrade-to-inactive"}, exitError, "partition 8"},
-		{[]string{"status"}, exitError, "no --disk given"},
+		{[]string{"status"}, exitError, "no disk given"},
 	} {
 		_, errs, code := sp(t, c.args...)
 		if code != c.code || !strings.Contains(errs, c.want) {
@@ -279,5 +279,79 @@ func TestHostDetection(t *testing.T) {
 	json.Unmarshal(out.Bytes(), &res)
 	if len(res.Changes) != 1 || res.Changes[0].Partition != 3 {
 		t.Fatalf("with b active, the inactive BOOT is partition 3: %+v", res.Changes)
+	}
+}
+
+// TestBadFlagValuesAreUsageErrors: every flag value signpost cannot use is a
+// usage error (exit 2), found before the disk is touched.
+func TestBadFlagValuesAreUsageErrors(t *testing.T) {
+	disk := newImage(t, filepath.Join(t.TempDir(), "disk.img"), 512)
+	for _, args := range [][]string{
+		{"--sector-size", "1024", "status"},
+		{"--sector-size", "-512", "status"},
+		{"--sector-size", "x", "status"},
+		{"--tries", "16", "--active", "a", "mark-inactive-valid"},
+		{"--tries", "-1", "--active", "a", "mark-inactive-valid"},
+		{"--active", "c", "--dry-run", "clear-inactive"},
+		{"--active", "", "status"},
+		{"--lock-wait", "-1s", "status"},
+		{"--lock-wait", "soon", "status"},
+		{"--json=maybe", "status"},
+		{"--dry-run=2", "next"},
+		{"--disk", "", "status"},
+	} {
+		full := append([]string{"--disk", disk}, args...)
+		if args[0] == "--disk" {
+			full = args
+		}
+		_, errs, code := sp(t, full...)
+		if code != exitUsage {
+			t.Errorf("signpost %v: exit %d (%q), want %d", full, code, errs, exitUsage)
+		}
+	}
+	// --sector-size 4096 names a size the image was not written with: not a
+	// usage error, but the table is not found.
+	if _, _, code := sp(t, "--disk", disk, "--sector-size", "4096", "status"); code != exitError {
+		t.Errorf("--sector-size 4096 on a 512-byte image: exit %d", code)
+	}
+}
+
+// TestPrivateDiffShowsBit57: the change mark-successful-boot makes to the
+// PRIVATE partition (bit 57 only) shows that bit and the raw values.
+func TestPrivateDiffShowsBit57(t *testing.T) {
+	disk := newImage(t, filepath.Join(t.TempDir(), "disk.img"), 512)
+	out, errs, code := sp(t, "--disk", disk, "--active", "a", "--dry-run", "mark-successful-boot")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	want := "partition 12 (BOTTLEROCKET-PRIVATE): boot_ever_succeeded=false (0x0000000000000000) -> boot_ever_succeeded=true (0x0200000000000000)"
+	if !strings.Contains(out, want) {
+		t.Errorf("the PRIVATE change does not show bit 57:\n%s", out)
+	}
+	out, _, _ = sp(t, "--disk", disk, "--active", "a", "--dry-run", "--json", "mark-successful-boot")
+	var res editResult
+	json.Unmarshal([]byte(out), &res)
+	for _, c := range res.Changes {
+		if c.Partition == 12 && (c.BeforeHex != "0000000000000000" || c.AfterHex != "0200000000000000") {
+			t.Errorf("JSON change of PRIVATE: %+v", c)
+		}
+	}
+}
+
+// TestDamagedPrimary4096: an image with 4096-byte sectors whose primary
+// header is damaged is still found (from its backup) without --sector-size.
+func TestDamagedPrimary4096(t *testing.T) {
+	disk := newImage(t, filepath.Join(t.TempDir(), "disk.img"), 4096)
+	f, _ := os.OpenFile(disk, os.O_RDWR, 0)
+	f.WriteAt([]byte("XXXX"), 4096)
+	f.Close()
+	if st := status(t, disk); st.GPT.ReadFrom != "backup" || st.GPT.SectorSize != 4096 {
+		t.Fatalf("status: %+v", st.GPT)
+	}
+	if _, errs, code := sp(t, "--disk", disk, "rewrite-table"); code != 0 {
+		t.Fatalf("rewrite-table: %d %s", code, errs)
+	}
+	if st := status(t, disk); st.GPT.ReadFrom != "primary" {
+		t.Fatalf("not repaired: %+v", st.GPT)
 	}
 }

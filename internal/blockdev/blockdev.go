@@ -7,7 +7,9 @@
 // with [Window].
 //
 // What it must never do: interpret the bytes it moves. Parsers and writers
-// (gptprio, verity) take a Device, never a path.
+// (gptprio, verity) take a Device, never a path. It never blocks opening a
+// path: a FIFO, a directory or a character device given as a disk is
+// refused at once (through internal/safefile).
 //
 // Concurrency: a File may be used from several goroutines at once for
 // ReadAt and WriteAt (they are positional, as with *os.File); Sync and Close
@@ -19,6 +21,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/updog/updog/internal/safefile"
 )
 
 // Device is a random-access disk: a regular file, a block device, a window of
@@ -70,7 +74,16 @@ type File struct {
 
 var _ Device = (*File)(nil)
 
-// Open opens a regular file or a block device node as a Device.
+// Open opens a regular file or a block device node as a Device. Anything
+// else (a FIFO, a directory, a character device such as /dev/zero) is
+// refused at once with an error matching safefile.ErrNotRegular: the path
+// is opened without blocking and checked on the open descriptor, so a FIFO
+// never hangs the caller.
+//
+// With Options.Exclusive the open uses O_EXCL: on a Linux block device it
+// fails with EBUSY (errors.Is(err, syscall.EBUSY)) while the device is
+// mounted, held by device-mapper or opened exclusively by someone else; on
+// a regular file it has no effect.
 func Open(path string, o Options) (*File, error) {
 	if o.SectorSize != 0 && o.SectorSize != 512 && o.SectorSize != 4096 {
 		return nil, fmt.Errorf("blockdev: sector size %d is not 512 or 4096", o.SectorSize)
@@ -82,9 +95,14 @@ func Open(path string, o Options) (*File, error) {
 	if o.Exclusive {
 		flag |= exclusiveFlag
 	}
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := safefile.Open(path, flag, safefile.AllowBlockDevice)
 	if err != nil {
-		return nil, err
+		// A directory opened for writing fails before safefile can look
+		// at it (EISDIR): say what it is, as for the other kinds.
+		if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+			err = &safefile.KindError{Path: path, Mode: fi.Mode(), Want: "a regular file or a block device"}
+		}
+		return nil, fmt.Errorf("blockdev: %w", err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -92,22 +110,19 @@ func Open(path string, o Options) (*File, error) {
 		return nil, err
 	}
 	d := &File{f: f, readOnly: o.ReadOnly}
-	switch m := fi.Mode(); {
-	case m.IsRegular():
+	if fi.Mode().IsRegular() {
 		d.size = fi.Size()
 		d.sectorSize = o.SectorSize
 		if d.sectorSize == 0 {
 			d.sectorSize = DefaultSectorSize
 		}
-	case m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0:
-		d.blockDev = true
-		if d.size, d.sectorSize, err = blockGeometry(f); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("blockdev: %s: %w", path, err)
-		}
-	default:
+		return d, nil
+	}
+	// safefile let only regular files and block devices through.
+	d.blockDev = true
+	if d.size, d.sectorSize, err = blockGeometry(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("blockdev: %s is neither a regular file nor a block device (mode %v)", path, m)
+		return nil, fmt.Errorf("blockdev: %s: %w", path, err)
 	}
 	return d, nil
 }
@@ -151,6 +166,12 @@ func (d *File) IsBlockDevice() bool { return d.blockDev }
 
 // Name is the path the device was opened with.
 func (d *File) Name() string { return d.f.Name() }
+
+// OSFile is the open file underneath, for callers that lock it with
+// flock(2) (internal/flock): the lock belongs to this open file, so it is
+// released by Close at the latest. Reads and writes go through the Device
+// methods, never through it.
+func (d *File) OSFile() *os.File { return d.f }
 
 // Close closes the device.
 func (d *File) Close() error { return d.f.Close() }

@@ -2,6 +2,7 @@ package blockdev
 
 import (
 	"os"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -46,4 +47,17 @@ func DeviceOf(path string) (major, minor uint32, err error) {
 		return 0, 0, &os.PathError{Op: "stat", Path: path, Err: err}
 	}
 	return unix.Major(st.Dev), unix.Minor(st.Dev), nil
+}
+
+// blockRdev returns the device number of a block device node.
+func blockRdev(fi os.FileInfo) (uint64, bool) {
+	m := fi.Mode()
+	if m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0 {
+		return 0, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return uint64(st.Rdev), true
 }

@@ -20,3 +20,6 @@ func (d *File) RereadPartitions() error { return nil }
 func DeviceOf(string) (uint32, uint32, error) {
 	return 0, 0, errors.New("finding the device of a filesystem is supported on Linux only")
 }
+
+// blockRdev: device numbers are compared on Linux only.
+func blockRdev(os.FileInfo) (uint64, bool) { return 0, false }

@@ -70,3 +70,71 @@ func ResolveBacking(sysRoot string, major, minor uint32) (Backing, error) {
 	b.Disk = filepath.Join(sysRoot, "dev", filepath.Base(filepath.Dir(dir)))
 	return b, nil
 }
+
+// ErrNoPartitionNode means sysfs lists no partition with the asked number
+// on a disk.
+var ErrNoPartitionNode = errors.New("blockdev: no such partition on the disk")
+
+// PartitionNode returns the device node of partition n of the whole disk
+// at diskPath (e.g. /dev/sda and 3 give /dev/sda3, /dev/nvme0n1 and 3 give
+// /dev/nvme0n1p3, /dev/loop0 and 3 give /dev/loop0p3). The name is not
+// guessed from the disk's name: the disk's children are looked up in
+// sysfs, under sysRoot ("/" on a host, a fake tree in tests):
+//
+//	sys/class/block/<disk>             -> the disk's sysfs directory
+//	  <child>/partition                 the child's partition number
+//
+// and the node is sysRoot/dev/<child>. diskPath may be a symbolic link
+// (/dev/disk/by-id/...); its target's name is the disk's name. The error
+// for a number sysfs does not list wraps ErrNoPartitionNode.
+func PartitionNode(sysRoot, diskPath string, n int) (string, error) {
+	if n < 1 {
+		return "", fmt.Errorf("blockdev: partition number %d: partitions are numbered from 1", n)
+	}
+	real, err := filepath.EvalSymlinks(diskPath)
+	if err != nil {
+		return "", fmt.Errorf("blockdev: resolving %s: %w", diskPath, err)
+	}
+	name := filepath.Base(real)
+	dir, err := filepath.EvalSymlinks(filepath.Join(sysRoot, "sys", "class", "block", name))
+	if err != nil {
+		return "", fmt.Errorf("blockdev: %s is not a block device known to sysfs: %w", diskPath, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+		return "", fmt.Errorf("blockdev: %s is itself a partition, not a whole disk", diskPath)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("blockdev: listing %s: %w", dir, err)
+	}
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name(), "partition"))
+		if err != nil {
+			continue // not a partition (queue/, holders/, a plain file, ...)
+		}
+		if num, err := strconv.Atoi(strings.TrimSpace(string(raw))); err == nil && num == n {
+			return filepath.Join(sysRoot, "dev", e.Name()), nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s has no partition %d in sysfs", ErrNoPartitionNode, diskPath, n)
+}
+
+// SameFile reports whether paths a and b name the same disk: the same file
+// (after following symbolic links) or two device nodes of the same block
+// device. It is false when either cannot be looked at.
+func SameFile(a, b string) bool {
+	fa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	fb, err := os.Stat(b)
+	if err != nil {
+		return false
+	}
+	if os.SameFile(fa, fb) {
+		return true
+	}
+	ra, okA := blockRdev(fa)
+	rb, okB := blockRdev(fb)
+	return okA && okB && ra == rb
+}

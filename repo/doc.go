@@ -14,7 +14,12 @@
 // renamed into place only after it verifies as a client would verify it, so
 // a failure leaves nothing behind; expiry times are whole seconds, UTC
 // (go-tuf's signature checks break on fractional seconds); a role is signed
-// only when its threshold can be met.
+// only when its threshold can be met; the published tree is 0755/0644
+// whatever the umask, so a web server running as another user can serve
+// it; no version wraps around (ErrVersion); targets and roots are opened
+// with internal/safefile, so a FIFO or a device is refused, never read; a
+// cancelled context stops the copy and removes the staging directory.
+// Errors wrap go-tuf's with %w, so errors.As finds its types.
 //
 // It uses go-tuf's metadata package for the formats and its client for
 // downloads; go-tuf has no publisher, so the publishing logic is here.

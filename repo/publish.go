@@ -22,7 +22,16 @@ import (
 
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/signing"
+)
+
+// Modes of a published repository: public metadata and targets are
+// readable by everyone, so a web server running as another user can serve
+// them, whatever the umask (they are set explicitly).
+const (
+	PublicDirMode  os.FileMode = 0o755
+	PublicFileMode os.FileMode = 0o644
 )
 
 // Default lifetimes of new metadata: Bottlerocket's repo-expiration policy
@@ -40,6 +49,9 @@ var (
 	ErrTargetName = errors.New("repo: bad target name")
 	// ErrOutdir means the output directory already holds something.
 	ErrOutdir = errors.New("repo: output directory is not empty")
+	// ErrTargetsDir means the directory of targets to add is not a
+	// directory.
+	ErrTargetsDir = errors.New("repo: not a directory of targets")
 )
 
 // Options control Create and Update. Zero values mean defaults.
@@ -157,8 +169,17 @@ func stage(outdir string) (*staged, error) {
 		return nil, err
 	}
 	s := &staged{tmp: tmp, metaDir: filepath.Join(tmp, "metadata"), targetsDir: filepath.Join(tmp, "targets")}
+	// MkdirTemp makes 0700 and Mkdir obeys the umask: set the modes.
+	if err := os.Chmod(tmp, PublicDirMode); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
 	for _, d := range []string{s.metaDir, s.targetsDir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
+		if err := os.Mkdir(d, PublicDirMode); err != nil {
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+		if err := os.Chmod(d, PublicDirMode); err != nil {
 			os.RemoveAll(tmp)
 			return nil, err
 		}
@@ -183,18 +204,23 @@ func (s *staged) commit(outdir string) error {
 
 func (s *staged) abort() { os.RemoveAll(s.tmp) }
 
-// writeNew creates path (which must not exist) with what r holds, synced.
-func writeNew(path string, r io.Reader) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+// writeNew creates path (which must not exist), mode PublicFileMode, with
+// what r holds, synced. It stops when ctx is done.
+func writeNew(ctx context.Context, path string, r io.Reader) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, PublicFileMode)
 	if err != nil {
 		return err
 	}
-	if _, err := io.Copy(f, r); err != nil {
-		f.Close()
-		return err
+	err = f.Chmod(PublicFileMode)
+	if err == nil {
+		_, err = copyCtx(ctx, f, r, nil)
 	}
-	if err := f.Sync(); err != nil {
+	if err == nil {
+		err = f.Sync()
+	}
+	if err != nil {
 		f.Close()
+		os.Remove(path)
 		return err
 	}
 	return f.Close()
@@ -203,12 +229,47 @@ func writeNew(path string, r io.Reader) error {
 // copyBufSize is the buffer used to copy and hash targets in one pass.
 const copyBufSize = 1 << 20
 
+// copyCtx copies r to w (and to each of also), checking ctx between
+// buffers.
+func copyCtx(ctx context.Context, w io.Writer, r io.Reader, each func([]byte)) (int64, error) {
+	buf := make([]byte, copyBufSize)
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		k, rerr := r.Read(buf)
+		if k > 0 {
+			if each != nil {
+				each(buf[:k])
+			}
+			if _, err := w.Write(buf[:k]); err != nil {
+				return n, err
+			}
+			n += int64(k)
+		}
+		if errors.Is(rerr, io.EOF) {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, &readError{rerr}
+		}
+	}
+}
+
+// readError marks a failure of the source in copyCtx.
+type readError struct{ err error }
+
+func (e *readError) Error() string { return e.err.Error() }
+func (e *readError) Unwrap() error { return e.err }
+
 // addTarget copies src into the staged targets directory, hashing it on
 // the way, and names the copy <sha256>.<name>.
 func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress) (*metadata.TargetFiles, string, error) {
-	in, err := os.Open(src)
+	// Never blocks on a FIFO swapped in after the listing; refuses devices.
+	in, err := safefile.Open(src, os.O_RDONLY, 0)
 	if err != nil {
-		return nil, "", err
+		return nil, "", fmt.Errorf("%w: %w", ErrTargetName, err)
 	}
 	defer in.Close()
 	prog = progressOr(prog)
@@ -221,31 +282,25 @@ func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress)
 		return nil, "", err
 	}
 	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if err := tmp.Chmod(PublicFileMode); err != nil {
+		tmp.Close()
+		return nil, "", err
+	}
 	h := sha256.New()
-	buf := make([]byte, copyBufSize)
-	var n int64
-	for {
-		if err := ctx.Err(); err != nil {
-			tmp.Close()
+	n, err := copyCtx(ctx, tmp, in, func(b []byte) {
+		h.Write(b)
+		prog.Add(len(b))
+	})
+	if err != nil {
+		tmp.Close()
+		var re *readError
+		if errors.As(err, &re) {
+			return nil, "", fmt.Errorf("reading target %s: %w", src, re.err)
+		}
+		if ctx.Err() != nil {
 			return nil, "", err
 		}
-		k, rerr := in.Read(buf)
-		if k > 0 {
-			h.Write(buf[:k])
-			if _, err := tmp.Write(buf[:k]); err != nil {
-				tmp.Close()
-				return nil, "", fmt.Errorf("writing target %s: %w", name, err)
-			}
-			n += int64(k)
-			prog.Add(k)
-		}
-		if errors.Is(rerr, io.EOF) {
-			break
-		}
-		if rerr != nil {
-			tmp.Close()
-			return nil, "", fmt.Errorf("reading target %s: %w", src, rerr)
-		}
+		return nil, "", fmt.Errorf("writing target %s: %w", name, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
@@ -262,23 +317,34 @@ func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress)
 }
 
 // linkTarget puts an existing stored target into the staged repository, by
-// hard link when possible.
-func (s *staged) linkTarget(src, stored string) error {
+// hard link when it is a regular file already readable by all (a link
+// shares the mode, and the source is not ours to change), else by copy.
+func (s *staged) linkTarget(ctx context.Context, src, stored string) error {
 	dst := filepath.Join(s.targetsDir, stored)
-	if err := os.Link(src, dst); err == nil {
-		return nil
+	if fi, err := os.Lstat(src); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == PublicFileMode {
+		if err := os.Link(src, dst); err == nil {
+			return nil
+		}
 	}
-	in, err := os.Open(src)
+	in, err := safefile.Open(src, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	return writeNew(dst, in)
+	return writeNew(ctx, dst, in)
 }
 
 // listTargets returns the regular files of dir by name, refusing names a
 // target cannot have.
 func listTargets(dir string) ([]string, error) {
+	// os.ReadDir opens dir, which would block on a FIFO: look first.
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("%w: %w", ErrTargetsDir, &safefile.KindError{Path: dir, Mode: fi.Mode(), Want: "a directory"})
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -289,7 +355,7 @@ func listTargets(dir string) ([]string, error) {
 			if e.IsDir() {
 				return nil, fmt.Errorf("%w: %s is a directory (targets are the regular files of %s)", ErrTargetName, e.Name(), dir)
 			}
-			return nil, fmt.Errorf("%w: %s is not a regular file", ErrTargetName, e.Name())
+			return nil, fmt.Errorf("%w: %w", ErrTargetName, &safefile.KindError{Path: filepath.Join(dir, e.Name()), Mode: e.Type(), Want: "a regular file"})
 		}
 		if err := CheckTargetName(e.Name()); err != nil {
 			return nil, err
@@ -320,7 +386,7 @@ func signRole[T metadata.Roles](ctx context.Context, root *Root, role string, md
 		used++
 	}
 	if err := root.VerifyDelegate(role, md); err != nil {
-		return fmt.Errorf("%w: %s needs %d signature(s) from its %d key(s); %d of the keys given are %s keys: %v",
+		return fmt.Errorf("%w: %s needs %d signature(s) from its %d key(s); %d of the keys given are %s keys: %w",
 			ErrThreshold, role, rl.Threshold, len(rl.KeyIDs), used, role, err)
 	}
 	return nil
@@ -402,7 +468,7 @@ func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options)
 		return fmt.Errorf("refusing to publish metadata a client would reject: %w", err)
 	}
 	for name, b := range files {
-		if err := writeNew(filepath.Join(s.metaDir, name), bytes.NewReader(b)); err != nil {
+		if err := writeNew(ctx, filepath.Join(s.metaDir, name), bytes.NewReader(b)); err != nil {
 			return err
 		}
 	}
@@ -461,6 +527,14 @@ func Create(ctx context.Context, root *Root, targetsDir, outdir string, o Option
 	}
 	if err := Verify(root, nil); err != nil {
 		return nil, err
+	}
+	for _, v := range []struct {
+		role string
+		v    int64
+	}{{"targets", o.TargetsVersion}, {"snapshot", o.SnapshotVersion}, {"timestamp", o.TimestampVersion}} {
+		if v.v < 0 {
+			return nil, fmt.Errorf("%w: %s version %d is not positive", ErrVersion, v.role, v.v)
+		}
 	}
 	var names []string
 	if targetsDir != "" {

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -241,12 +242,24 @@ func TestPublishAndGoTUFClientLifeCycle(t *testing.T) {
 	}
 }
 
-func noLeftovers(t *testing.T, dir string) {
+// noLeftovers fails for anything in dir but the names in keep.
+func noLeftovers(t *testing.T, dir string, keep ...string) {
 	t.Helper()
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		t.Errorf("left behind in %s: %s", dir, e.Name())
+		if !slices.Contains(keep, e.Name()) {
+			t.Errorf("left behind in %s: %s", dir, e.Name())
+		}
 	}
+}
+
+func replaceOnce(t *testing.T, s, old, new string) string {
+	t.Helper()
+	r := strings.Replace(s, old, new, 1)
+	if r == s {
+		t.Fatalf("test setup: %q not found", old)
+	}
+	return r
 }
 
 func TestRefusals(t *testing.T) {
@@ -258,9 +271,17 @@ func TestRefusals(t *testing.T) {
 	if _, err := Create(ctx, r, tdir, out, Options{Signers: keys[:2]}); !errors.Is(err, ErrThreshold) || !strings.Contains(err.Error(), "snapshot") {
 		t.Errorf("missing snapshot key: %v", err)
 	}
-	old := NewRoot(time.Now().Add(-time.Hour))
-	if _, err := Create(ctx, old, tdir, out, Options{Signers: keys}); !errors.Is(err, ErrExpired) && !errors.Is(err, ErrRoot) {
-		t.Errorf("expired root: %v", err)
+	// A root that is complete and properly signed, but expired.
+	old, _ := ParseRoot(rootRaw(t, r))
+	SetExpires(old, time.Now().Add(-time.Hour))
+	if err := SignRoot(ctx, old, nil, keys[:1], false); err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(old, nil); err != nil {
+		t.Fatalf("test setup: the expired root is not well signed: %v", err)
+	}
+	if _, err := Create(ctx, old, tdir, out, Options{Signers: keys}); !errors.Is(err, ErrExpired) || errors.Is(err, ErrRoot) {
+		t.Errorf("expired root: %v, want ErrExpired only", err)
 	}
 	bad := targetsDir(t, map[string]string{"ok": "x"})
 	os.Mkdir(filepath.Join(bad, "sub"), 0o755)

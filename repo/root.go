@@ -4,13 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
+	"math"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/signing"
 )
 
@@ -24,7 +26,21 @@ var (
 	ErrNotRoleKey = errors.New("repo: key is not listed for the role")
 	// ErrRoot means a root is malformed or inconsistent.
 	ErrRoot = errors.New("repo: bad root")
+	// ErrVersion means a metadata version is out of range: not positive,
+	// or with no successor (incrementing it would overflow).
+	ErrVersion = errors.New("repo: version out of range")
 )
+
+// nextVersion is the version after v, refusing to wrap around.
+func nextVersion(v int64) (int64, error) {
+	if v < 1 {
+		return 0, fmt.Errorf("%w: version %d is not positive", ErrVersion, v)
+	}
+	if v == math.MaxInt64 {
+		return 0, fmt.Errorf("%w: version %d is the largest there is; it has no successor", ErrVersion, v)
+	}
+	return v + 1, nil
+}
 
 // TopLevelRoles are the four roles a root delegates.
 var TopLevelRoles = []string{metadata.ROOT, metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP}
@@ -52,14 +68,18 @@ func ParseRoot(data []byte) (*Root, error) {
 	}
 	r, err := metadata.Root().FromBytes(data)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrRoot, err)
+		return nil, fmt.Errorf("%w: %w", ErrRoot, err)
+	}
+	if r.Signed.Version < 1 {
+		return nil, fmt.Errorf("%w: %w: root version %d", ErrRoot, ErrVersion, r.Signed.Version)
 	}
 	return r, nil
 }
 
-// LoadRoot reads a root.json file.
+// LoadRoot reads a root.json file (a regular file of at most
+// safefile.MaxMetadata bytes: never a FIFO or a device).
 func LoadRoot(path string) (*Root, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, safefile.MaxMetadata)
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +113,7 @@ func AddKey(r *Root, key *metadata.Key, roles ...string) error {
 			return fmt.Errorf("%w: %q is not a top-level role (root, targets, snapshot, timestamp)", ErrRoot, role)
 		}
 		if err := r.Signed.AddKey(key, role); err != nil {
-			return fmt.Errorf("%w: %v", ErrRoot, err)
+			return fmt.Errorf("%w: %w", ErrRoot, err)
 		}
 	}
 	changed(r)
@@ -113,18 +133,21 @@ func RemoveKey(r *Root, keyID string, roles ...string) error {
 			continue
 		}
 		if err := r.Signed.RevokeKey(keyID, role); err != nil {
-			return fmt.Errorf("%w: %v", ErrRoot, err)
+			return fmt.Errorf("%w: %w", ErrRoot, err)
 		}
 		found = true
 	}
 	if !found {
-		return fmt.Errorf("%w: key %s is not listed for %v", ErrRoot, keyID, roles)
+		return fmt.Errorf("%w: key %s is not listed for %s", ErrRoot, keyID, strings.Join(roles, ", "))
 	}
 	changed(r)
 	return nil
 }
 
-// SetThreshold sets a role's threshold.
+// SetThreshold sets a role's threshold. A threshold above the number of
+// keys the role lists is allowed (the keys may be added next), but
+// CheckThresholds reports it and SignRoot refuses to sign such a root
+// unless asked for a partial signature.
 func SetThreshold(r *Root, role string, n int) error {
 	rl, ok := r.Signed.Roles[role]
 	if !ok {
@@ -145,9 +168,58 @@ func SetExpires(r *Root, t time.Time) {
 }
 
 // BumpVersion increments the root's version, the first step of a rotation.
-func BumpVersion(r *Root) {
-	r.Signed.Version++
+// A version that would overflow is refused (ErrVersion).
+func BumpVersion(r *Root) error {
+	v, err := nextVersion(r.Signed.Version)
+	if err != nil {
+		return err
+	}
+	r.Signed.Version = v
 	changed(r)
+	return nil
+}
+
+// ThresholdError names the roles whose threshold is above the number of
+// keys they list: no set of signatures can meet it.
+type ThresholdError struct {
+	Roles []RoleKeys
+}
+
+// RoleKeys is a role's threshold and key count.
+type RoleKeys struct {
+	Role      string
+	Threshold int
+	Keys      int
+}
+
+func (e *ThresholdError) Error() string {
+	parts := make([]string, len(e.Roles))
+	for i, r := range e.Roles {
+		parts[i] = fmt.Sprintf("%s has threshold %d but lists %d key(s)", r.Role, r.Threshold, r.Keys)
+	}
+	return "repo: signature threshold cannot be met: " + strings.Join(parts, "; ")
+}
+
+// Is makes a ThresholdError match ErrThreshold.
+func (e *ThresholdError) Is(target error) bool { return target == ErrThreshold }
+
+// CheckThresholds returns a *ThresholdError (matching ErrThreshold) when a
+// top-level role's threshold is above the number of keys it lists.
+func CheckThresholds(r *Root) error {
+	var bad []RoleKeys
+	for _, role := range TopLevelRoles {
+		rl, ok := r.Signed.Roles[role]
+		if !ok {
+			continue
+		}
+		if rl.Threshold > len(rl.KeyIDs) {
+			bad = append(bad, RoleKeys{Role: role, Threshold: rl.Threshold, Keys: len(rl.KeyIDs)})
+		}
+	}
+	if bad != nil {
+		return &ThresholdError{Roles: bad}
+	}
+	return nil
 }
 
 // Check verifies a root's structure: every top-level role has a threshold
@@ -182,14 +254,14 @@ func Check(r *Root, now time.Time) error {
 // too, with a version one above prev's.
 func Verify(r, prev *Root) error {
 	if err := r.VerifyDelegate(metadata.ROOT, r); err != nil {
-		return fmt.Errorf("%w: root version %d: %v", ErrThreshold, r.Signed.Version, err)
+		return fmt.Errorf("%w: root version %d: %w", ErrThreshold, r.Signed.Version, err)
 	}
 	if prev != nil {
-		if r.Signed.Version != prev.Signed.Version+1 {
+		if next, err := nextVersion(prev.Signed.Version); err != nil || r.Signed.Version != next {
 			return fmt.Errorf("%w: root version %d does not follow version %d", ErrRoot, r.Signed.Version, prev.Signed.Version)
 		}
 		if err := prev.VerifyDelegate(metadata.ROOT, r); err != nil {
-			return fmt.Errorf("%w: root version %d is not signed by the threshold of version %d's root keys: %v",
+			return fmt.Errorf("%w: root version %d is not signed by the threshold of version %d's root keys: %w",
 				ErrThreshold, r.Signed.Version, prev.Signed.Version, err)
 		}
 	}
@@ -197,11 +269,17 @@ func Verify(r, prev *Root) error {
 }
 
 // SignRoot adds signatures by signers, each of which must be a root key of
-// r or of prev (when rotating from prev). Unless partial is set, the result
-// must meet the root threshold (and prev's, when rotating), or nothing is
-// changed and ErrThreshold is returned; partial lets several people sign the
-// same file in turn.
+// r or of prev (when rotating from prev). Unless partial is set, every role
+// must list at least as many keys as its threshold (else a
+// *ThresholdError) and the result must meet the root threshold (and
+// prev's, when rotating), or nothing is changed and ErrThreshold is
+// returned; partial lets several people sign the same file in turn.
 func SignRoot(ctx context.Context, r, prev *Root, signers []signing.Signer, partial bool) error {
+	if !partial {
+		if err := CheckThresholds(r); err != nil {
+			return err
+		}
+	}
 	work := *r
 	work.Signatures = slices.Clone(r.Signatures)
 	for _, s := range signers {

@@ -49,7 +49,7 @@ func isNotFound(err error) bool {
 // snapshot and targets, verifying each signature and hash on the way.
 func loadExisting(ctx context.Context, f *fetch.Fetcher, metaURL string) (*existing, error) {
 	get := func(name string, max int64) ([]byte, error) {
-		return f.DownloadFile(fetch.Join(metaURL, name), max, 0)
+		return f.Fetch(ctx, fetch.Join(metaURL, name), max)
 	}
 	ex := &existing{roots: map[int64][]byte{}}
 	for v := int64(1); v <= maxRootVersions; v++ {
@@ -130,7 +130,7 @@ func verifiedRole[T metadata.Roles](root *Root, role string, raw []byte, parse f
 		return nil, fmt.Errorf("%s metadata: %w", role, err)
 	}
 	if err := root.VerifyDelegate(role, md); err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrThreshold, role, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrThreshold, role, err)
 	}
 	return md, nil
 }

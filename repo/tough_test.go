@@ -36,13 +36,13 @@ func TestDownloadToughRepositories(t *testing.T) {
 		now                       time.Time
 	}{
 		{"consistent-snapshots", "consistent-snapshots/metadata/1.root.json", "consistent-snapshots/metadata", "consistent-snapshots/targets",
-			map[string]string{"data1.txt": "", "data2.txt": ""}, time.Time{}},
+			map[string]string{"data1.txt": "123\n456\n", "data2.txt": "abc\ndef\n"}, time.Time{}},
 		{"tuf-reference-impl", "tuf-reference-impl/metadata/1.root.json", "tuf-reference-impl/metadata", "tuf-reference-impl/targets",
-			map[string]string{"file1.txt": "", "file2.txt": ""}, time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC)},
+			map[string]string{"file1.txt": "This is an example target file.", "file2.txt": "This is an another example target file."}, time.Date(2029, 1, 1, 0, 0, 0, 0, time.UTC)},
 		{"rotated-root", "rotated-root/1.root.json", "rotated-root", "rotated-root",
 			map[string]string{}, time.Time{}},
 		{"safe-target-paths", "safe-target-paths/metadata/1.root.json", "safe-target-paths/metadata", "safe-target-paths/targets",
-			map[string]string{"foo/bar/baz/../data2.txt": ""}, time.Time{}},
+			map[string]string{"foo/bar/baz/../data2.txt": "abc\ndef\n"}, time.Time{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := t.TempDir()
@@ -67,8 +67,13 @@ func TestDownloadToughRepositories(t *testing.T) {
 				if err != nil || strings.HasPrefix(rel, "..") {
 					t.Fatalf("%s was written outside the output directory", g.Name)
 				}
-				if fi, err := os.Stat(p); err != nil || fi.Size() != g.Length {
-					t.Errorf("%s: %v", g.Name, err)
+				b, err := os.ReadFile(p)
+				if err != nil || int64(len(b)) != g.Length {
+					t.Errorf("%s: %d bytes, %v", g.Name, len(b), err)
+				}
+				want, ok := c.want[g.Name]
+				if !ok || want == "" || !strings.HasPrefix(string(b), want) {
+					t.Errorf("%s: content %q, want it to start with %q", g.Name, b, want)
 				}
 			}
 		})
@@ -99,23 +104,42 @@ func TestToughExpiredRepository(t *testing.T) {
 	}
 }
 
-// TestToughBrokenRoots: each of tough's broken root.json files is refused.
+// TestToughBrokenRoots: each of tough's broken root.json files is refused
+// for its own reason: our sentinel, and go-tuf's error type beneath it.
 func TestToughBrokenRoots(t *testing.T) {
-	for _, dir := range []string{"no-root-json-signatures", "invalid-root-json-signature", "mismatched-root-json-keyids",
-		"duplicate-sigs", "duplicate-sig-keys", "duplicate-keyid"} {
-		b := readFile(t, tough(t, dir, "root.json"))
+	unsigned := func(err error) bool { var e *metadata.ErrUnsignedMetadata; return errors.As(err, &e) }
+	value := func(err error) bool { var e *metadata.ErrValue; return errors.As(err, &e) }
+	for _, c := range []struct {
+		dir      string
+		sentinel error
+		cause    func(error) bool // go-tuf's error type, or our own
+	}{
+		{"no-root-json-signatures", ErrThreshold, unsigned},
+		{"invalid-root-json-signature", ErrThreshold, unsigned},
+		{"mismatched-root-json-keyids", ErrThreshold, value}, // a signature by a key the root does not list
+		{"duplicate-sigs", ErrRoot, value},                   // go-tuf refuses two signatures by one key
+		{"duplicate-sig-keys", ErrRoot, value},               // the same
+		{"duplicate-keyid", ErrRoot, func(err error) bool { return errors.Is(err, ErrDuplicateKey) }},
+	} {
+		b := readFile(t, tough(t, c.dir, "root.json"))
 		r, err := ParseRoot(b)
 		if err == nil {
 			err = Verify(r, nil)
 		}
-		if err == nil {
-			t.Errorf("%s: accepted", dir)
-			continue
+		if !errors.Is(err, c.sentinel) || !c.cause(err) {
+			t.Errorf("%s: %v, want %v with its cause", c.dir, err, c.sentinel)
 		}
-		if dir == "duplicate-keyid" && !errors.Is(err, ErrDuplicateKey) {
-			t.Errorf("%s: %v, want a duplicate key error", dir, err)
-		}
-		t.Logf("%s: %v", dir, err)
+	}
+	// tough's expired root is well signed, and expired.
+	r, err := ParseRoot(readFile(t, tough(t, "expired-root-json-signature", "root.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Verify(r, nil); err != nil {
+		t.Fatalf("expired-root-json-signature: %v", err)
+	}
+	if err := Check(r, time.Now()); !errors.Is(err, ErrExpired) {
+		t.Errorf("expired-root-json-signature: %v, want ErrExpired", err)
 	}
 	// And the good ones pass.
 	for _, f := range []string{"simple-rsa/root.json"} {

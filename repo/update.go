@@ -37,12 +37,13 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 		return nil, err
 	}
 	roots := maps.Clone(ex.roots)
+	latestNext, nextErr := nextVersion(ex.latest.Signed.Version)
 	switch v := root.Signed.Version; {
 	case v == ex.latest.Signed.Version:
 		if !sameSigned(root, ex.latest) {
 			return nil, fmt.Errorf("%w: root version %d differs from the repository's root version %d; bump its version to rotate", ErrRoot, v, v)
 		}
-	case v == ex.latest.Signed.Version+1:
+	case nextErr == nil && v == latestNext:
 		if err := Verify(root, ex.latest); err != nil {
 			return nil, err
 		}
@@ -65,7 +66,14 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 	}
 	next := func(requested, old int64, role string) (int64, error) {
 		if requested == 0 {
-			return old + 1, nil
+			v, err := nextVersion(old)
+			if err != nil {
+				return 0, fmt.Errorf("%s: the published version %d: %w", role, old, err)
+			}
+			return v, nil
+		}
+		if requested < 0 {
+			return 0, fmt.Errorf("%w: %s version %d is not positive", ErrVersion, role, requested)
 		}
 		if requested <= old {
 			return 0, fmt.Errorf("%w: %s version %d is not above the published %d", ErrRollback, role, requested, old)
@@ -106,7 +114,7 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 			p.targets.Signed.Targets[name] = tf
 			res.Added = append(res.Added, Target{Name: name, Length: tf.Length, SHA256: sum})
 		}
-		if err := linkExisting(s, ex, p.targets); err != nil {
+		if err := linkExisting(ctx, s, ex, p.targets); err != nil {
 			return err
 		}
 		return p.finish(ctx, s, outdir, &o)
@@ -121,7 +129,7 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 
 // linkExisting links the stored targets the new targets metadata still
 // lists from a local source repository into the staged one.
-func linkExisting(s *staged, ex *existing, targets *metadata.Metadata[metadata.TargetsType]) error {
+func linkExisting(ctx context.Context, s *staged, ex *existing, targets *metadata.Metadata[metadata.TargetsType]) error {
 	if ex.targetsDir == "" {
 		return nil
 	}
@@ -141,7 +149,10 @@ func linkExisting(s *staged, ex *existing, targets *metadata.Metadata[metadata.T
 		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := s.linkTarget(src, stored); err != nil {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.linkTarget(ctx, src, stored); err != nil {
 			return fmt.Errorf("carrying target %s over: %w", name, err)
 		}
 	}

@@ -10,7 +10,13 @@
 // function that signs bytes, and CommandSigner runs an external command
 // (a hardware token's tool, a cloud key service's CLI) that reads the bytes
 // on stdin and prints the signature, so the repository code never changes
-// for a new kind of key store.
+// for a new kind of key store. The command is bounded: at most
+// MaxSignatureOutput bytes of output, DefaultCommandTimeout (or its own
+// Timeout), stopped with its whole process group on a timeout, a flood or
+// a cancelled context, and its stderr (the end of it) in the error.
+//
+// Key files are read through internal/safefile: a FIFO, a directory or a
+// device given as a key is refused, never read.
 //
 // This package is for publishers. The on-device updater never links it.
 package signing

@@ -15,11 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
 
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/updog/updog/internal/safefile"
 )
 
 // MinRSABits is the smallest RSA key this package makes or uses.
@@ -63,10 +63,14 @@ func Generate(t KeyType, bits int) (crypto.Signer, error) {
 func MarshalPrivateKey(k crypto.Signer) ([]byte, error) {
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
+
+// PrivateKeyMode is the mode of private key files, set explicitly whatever
+// the umask.
+const PrivateKeyMode os.FileMode = 0o600
 
 // WritePrivateKey writes a private key to a new file, mode 0600. It never
 // overwrites an existing file.
@@ -75,8 +79,13 @@ func WritePrivateKey(path string, k crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, PrivateKeyMode)
 	if err != nil {
+		return err
+	}
+	if err := f.Chmod(PrivateKeyMode); err != nil {
+		f.Close()
+		os.Remove(path)
 		return err
 	}
 	if _, err := f.Write(b); err != nil {
@@ -161,9 +170,10 @@ func checkPrivate(k crypto.Signer) (crypto.Signer, error) {
 	return k, nil
 }
 
-// LoadPrivateKey reads a private key file.
+// LoadPrivateKey reads a private key file (a regular file of at most
+// safefile.MaxKey bytes: never a FIFO or a device).
 func LoadPrivateKey(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, safefile.MaxKey)
 	if err != nil {
 		return nil, err
 	}
@@ -175,31 +185,64 @@ func LoadPrivateKey(path string) (crypto.Signer, error) {
 }
 
 // LoadPublicKey reads the TUF public key from a private key file or a PEM
-// public key ("PUBLIC KEY") file.
+// public key ("PUBLIC KEY") file (regular files of at most safefile.MaxKey
+// bytes).
 func LoadPublicKey(path string) (*metadata.Key, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, safefile.MaxKey)
 	if err != nil {
 		return nil, err
 	}
-	if block, _ := pem.Decode(b); block != nil && block.Type == "PUBLIC KEY" {
-		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w: %v", path, ErrKey, err)
-		}
-		return TUFKey(pub)
-	}
-	k, err := ParsePrivateKey(b)
+	k, err := ParsePublicKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	return k, nil
+}
+
+// ParsePublicKey reads a TUF public key from a PEM public key ("PUBLIC
+// KEY", SPKI) or from any private key ParsePrivateKey reads. Only the key
+// types this package signs with are accepted.
+func ParsePublicKey(data []byte) (*metadata.Key, error) {
+	if block, _ := pem.Decode(data); block != nil && block.Type == "PUBLIC KEY" {
+		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrKey, err)
+		}
+		if err := checkPublic(pub); err != nil {
+			return nil, err
+		}
+		return TUFKey(pub)
+	}
+	k, err := ParsePrivateKey(data)
+	if err != nil {
+		return nil, err
+	}
 	return TUFKey(k.Public())
+}
+
+// checkPublic applies checkPrivate's rules to a public key.
+func checkPublic(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return fmt.Errorf("%w: ECDSA keys must be P-256, not %s", ErrKey, k.Curve.Params().Name)
+		}
+	case *rsa.PublicKey:
+		if k.N.BitLen() < MinRSABits {
+			return fmt.Errorf("%w: RSA key of %d bits; at least %d are needed", ErrKey, k.N.BitLen(), MinRSABits)
+		}
+	default:
+		return fmt.Errorf("%w: unsupported key type %T", ErrKey, pub)
+	}
+	return nil
 }
 
 // TUFKey converts a public key to its TUF form (keytype, scheme, keyval).
 func TUFKey(pub crypto.PublicKey) (*metadata.Key, error) {
 	k, err := metadata.KeyFromPublicKey(pub)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKey, err)
+		return nil, fmt.Errorf("%w: %w", ErrKey, err)
 	}
 	return k, nil
 }
@@ -256,35 +299,6 @@ func (s *localSigner) Sign(_ context.Context, msg []byte) ([]byte, error) {
 		return rsa.SignPSS(rand.Reader, k, crypto.SHA256, sum[:], &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash})
 	}
 	return nil, fmt.Errorf("%w: %T", ErrKey, s.priv)
-}
-
-// CommandSigner signs by running an external command: the bytes to sign go
-// to its stdin, and it prints the raw signature on stdout. pub is the key's
-// public half (the command never reveals it).
-type CommandSigner struct {
-	Public *metadata.Key
-	Argv   []string
-}
-
-// Key implements Signer.
-func (c *CommandSigner) Key() *metadata.Key { return c.Public }
-
-// Sign implements Signer.
-func (c *CommandSigner) Sign(ctx context.Context, msg []byte) ([]byte, error) {
-	if len(c.Argv) == 0 {
-		return nil, fmt.Errorf("%w: no signing command", ErrKey)
-	}
-	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
-	cmd.Stdin = bytes.NewReader(msg)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		return nil, fmt.Errorf("signing command %s: %w: %s", c.Argv[0], err, strings.TrimSpace(errb.String()))
-	}
-	if out.Len() == 0 {
-		return nil, fmt.Errorf("signing command %s printed no signature", c.Argv[0])
-	}
-	return out.Bytes(), nil
 }
 
 // SignMetadata signs md's signed part with s, replacing an earlier

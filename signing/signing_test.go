@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-
-	"github.com/updog/updog/internal/testutil"
 )
 
 // TestSignaturesVerifyWithGoTUF signs with each key type and checks the
@@ -89,29 +87,5 @@ func TestKeyRefusals(t *testing.T) {
 	}
 	if _, err := Generate("dsa", 0); !errors.Is(err, ErrKey) {
 		t.Errorf("dsa: %v", err)
-	}
-}
-
-// TestToughKeyFiles: tough's ed25519 keys are raw PKCS#8 v2 DER.
-func TestToughKeyFiles(t *testing.T) {
-	for _, name := range []string{"targetskey", "targetskey-1"} {
-		k, err := LoadPrivateKey(filepath.Join(testutil.Bottlerocket(t, "tough"), name))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if _, err := NewSigner(k); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func TestCommandSignerErrors(t *testing.T) {
-	k, _ := Generate(Ed25519, 0)
-	pub, _ := TUFKey(k.Public())
-	for _, argv := range [][]string{nil, {"/nonexistent/signer"}, {"true"}} {
-		c := &CommandSigner{Public: pub, Argv: argv}
-		if _, err := c.Sign(context.Background(), []byte("x")); err == nil {
-			t.Errorf("%v: no error", argv)
-		}
 	}
 }

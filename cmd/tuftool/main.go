@@ -15,13 +15,30 @@
 //	Repositories use consistent snapshots and tough's layout:
 //	REPO/metadata/N.root.json, N.targets.json, N.snapshot.json,
 //	timestamp.json, and REPO/targets/<sha256>.<name>. A repository is
-//	written to a temporary directory and renamed into place, so a failure
-//	leaves nothing behind. Private keys are PEM PKCS#8 files, written 0600.
-//	A key held elsewhere signs through --key-command PUBKEY=COMMAND: the
-//	command reads the bytes to sign on stdin and prints the signature.
+//	written to a temporary directory and renamed into place, so a failure,
+//	SIGINT or SIGTERM leaves nothing behind. Published directories are
+//	0755 and files 0644 whatever the umask, so a web server running as
+//	another user can serve them; private keys are PEM PKCS#8 files, 0600.
+//	Key, root and target files must be regular files: a FIFO, a directory
+//	or a device is refused at once.
 //
-// Exit status: 0 success, 1 error, 2 usage error, 3 (check-expiry) some
-// metadata expires within the window.
+//	A key held elsewhere signs through --key-command PUBKEY=COMMAND: the
+//	command reads the bytes to sign on stdin and prints the signature (at
+//	most 64 KiB). It runs in its own process group, which is killed after
+//	--key-command-timeout (default 60s) or on SIGINT/SIGTERM; its stderr
+//	goes into the error message.
+//
+//	Versions never wrap: a version with no successor (9223372036854775807)
+//	or a non-positive one is refused. root set-threshold above the role's
+//	key count warns at once, and root sign refuses such a root unless
+//	--ignore-threshold is given.
+//
+//	Repositories are read over HTTP through HTTPS_PROXY (else HTTP_PROXY)
+//	and NO_PROXY from the environment, for http and https URLs alike.
+//
+// Exit status: 0 success, 1 error, 2 usage error (a --within too large
+// for a duration included), 3 (check-expiry) some metadata expires within
+// the window.
 package main
 
 import (

@@ -14,6 +14,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/updog/updog/internal/cli"
+	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/repo"
 	"github.com/updog/updog/signing"
 	"github.com/updog/updog/waves"
@@ -50,12 +52,14 @@ var (
 type env struct {
 	ctx      context.Context
 	stdout   io.Writer
+	stderr   io.Writer // warnings
 	now      func() time.Time
 	progress repo.Progress // nil unless stderr is a terminal
+	getenv   func(string) string
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func() time.Time) int {
-	e := &env{ctx: ctx, stdout: stdout, now: now}
+	e := &env{ctx: ctx, stdout: stdout, stderr: stderr, now: now, getenv: os.Getenv}
 	if f, ok := stderr.(*os.File); ok {
 		if p := cli.NewProgress(f); p != nil {
 			e.progress = p
@@ -72,6 +76,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 // of positional arguments.
 func flags(name, synopsis string, e *env) (*pflag.FlagSet, func(args []string, nargs int) error) {
 	return cli.Flags("tuftool", name, synopsis, e.stdout)
+}
+
+// warnf prints a warning on stderr.
+func (e *env) warnf(format string, a ...any) {
+	fmt.Fprintf(e.stderr, "tuftool: warning: "+format+"\n", a...)
+}
+
+// fetcher reads repositories over HTTP through the proxy the environment
+// names (HTTPS_PROXY, else HTTP_PROXY, for http and https URLs alike, and
+// NO_PROXY), as a publisher's CI expects. Only the commands read the
+// environment; the fetch library never does.
+func (e *env) fetcher() *fetch.Fetcher {
+	first := func(names ...string) string {
+		for _, n := range names {
+			if v := e.getenv(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	var noProxy []string
+	for _, h := range strings.Split(first("NO_PROXY", "no_proxy"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			noProxy = append(noProxy, h)
+		}
+	}
+	return fetch.NewWith(fetch.Options{
+		HTTPSProxy: first("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"),
+		NoProxy:    noProxy,
+		UserAgent:  "tuftool (updog)",
+	})
+}
+
+// warnThresholds says at once when a role's threshold is above its key
+// count: such a root cannot be signed until keys are added.
+func (e *env) warnThresholds(r *repo.Root) {
+	var te *repo.ThresholdError
+	if err := repo.CheckThresholds(r); errors.As(err, &te) {
+		for _, rk := range te.Roles {
+			e.warnf("role %s has threshold %d but lists %d key(s): add keys before signing (root sign refuses it without --ignore-threshold)",
+				rk.Role, rk.Threshold, rk.Keys)
+		}
+	}
 }
 
 // parseWhen reads an expiry: RFC 3339, or "in 52 weeks" / "in 7 days".
@@ -92,11 +139,13 @@ func parseWhen(s string, now time.Time) (time.Time, error) {
 type keyFlags struct {
 	files    []string
 	commands []string
+	timeout  time.Duration
 }
 
 func (k *keyFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVarP(&k.files, "key", "k", nil, "private key `FILE` (repeatable)")
-	fs.StringArrayVar(&k.commands, "key-command", nil, "external signer `PUBKEY=COMMAND`: COMMAND reads the bytes on stdin and prints the signature (repeatable)")
+	fs.StringArrayVar(&k.commands, "key-command", nil, "external signer `PUBKEY=COMMAND`: COMMAND reads the bytes on stdin and prints the signature, at most 64 KiB (repeatable)")
+	fs.DurationVar(&k.timeout, "key-command-timeout", signing.DefaultCommandTimeout, "stop a --key-command (and its process group) that runs longer than this")
 }
 
 func (k *keyFlags) signers() ([]signing.Signer, error) {
@@ -121,7 +170,10 @@ func (k *keyFlags) signers() ([]signing.Signer, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, &signing.CommandSigner{Public: pub, Argv: strings.Fields(command)})
+		if k.timeout <= 0 {
+			return nil, usagef("--key-command-timeout %s: want a positive duration", k.timeout)
+		}
+		out = append(out, &signing.CommandSigner{Public: pub, Argv: strings.Fields(command), Timeout: k.timeout})
 	}
 	return out, nil
 }
@@ -150,7 +202,10 @@ func cmdGenKey(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(*pubOut, b, 0o644); err != nil {
+		if err := os.WriteFile(*pubOut, b, repo.PublicFileMode); err != nil {
+			return err
+		}
+		if err := os.Chmod(*pubOut, repo.PublicFileMode); err != nil {
 			return err
 		}
 	}
@@ -246,16 +301,28 @@ Every change but sign clears the root's signatures: they signed the old content.
 		if err := parse(args, 2); err != nil {
 			return err
 		}
-		return edit(func(r *repo.Root) error { return repo.RemoveKey(r, fs.Arg(1), *roles...) })
+		return edit(func(r *repo.Root) error {
+			if err := repo.RemoveKey(r, fs.Arg(1), *roles...); err != nil {
+				return err
+			}
+			e.warnThresholds(r)
+			return nil
+		})
 	case "set-threshold":
 		if err := parse(args, 3); err != nil {
 			return err
 		}
 		n, err := strconv.Atoi(fs.Arg(2))
-		if err != nil {
-			return usagef("root set-threshold: %q is not a number", fs.Arg(2))
+		if err != nil || n < 1 {
+			return usagef("root set-threshold: %q is not a number of at least 1", fs.Arg(2))
 		}
-		return edit(func(r *repo.Root) error { return repo.SetThreshold(r, fs.Arg(1), n) })
+		return edit(func(r *repo.Root) error {
+			if err := repo.SetThreshold(r, fs.Arg(1), n); err != nil {
+				return err
+			}
+			e.warnThresholds(r)
+			return nil
+		})
 	case "expire":
 		if err := parse(args, 2); err != nil {
 			return err
@@ -269,7 +336,7 @@ Every change but sign clears the root's signatures: they signed the old content.
 		if err := parse(args, 1); err != nil {
 			return err
 		}
-		return edit(func(r *repo.Root) error { repo.BumpVersion(r); return nil })
+		return edit(repo.BumpVersion)
 	case "sign":
 		var kf keyFlags
 		kf.register(fs)
@@ -310,7 +377,12 @@ func (p *publishFlags) register(fs *pflag.FlagSet) {
 }
 
 func (p *publishFlags) options(e *env, signers []signing.Signer) (repo.Options, error) {
-	o := repo.Options{Signers: signers, Now: e.now, Progress: e.progress,
+	for i, role := range []string{"targets", "snapshot", "timestamp"} {
+		if p.versions[i] < 0 {
+			return repo.Options{}, usagef("--%s-version %d: a version is a positive number", role, p.versions[i])
+		}
+	}
+	o := repo.Options{Signers: signers, Now: e.now, Progress: e.progress, Fetcher: e.fetcher(),
 		TargetsVersion: p.versions[0], SnapshotVersion: p.versions[1], TimestampVersion: p.versions[2]}
 	for i, dst := range []*time.Time{&o.TargetsExpires, &o.SnapshotExpires, &o.TimestampExpires} {
 		if p.expires[i] == "" {
@@ -421,11 +493,11 @@ func cmdDownload(e *env, args []string) error {
 	if *rootPath == "" || *metaURL == "" || *targetsURL == "" {
 		return usagef("download: --root, --metadata-url and --targets-url are required")
 	}
-	root, err := os.ReadFile(*rootPath)
+	root, err := safefile.ReadFile(*rootPath, safefile.MaxMetadata)
 	if err != nil {
 		return err
 	}
-	got, err := repo.Download(e.ctx, root, *metaURL, *targetsURL, *names, fs.Arg(0), repo.DownloadOptions{Now: e.now, Progress: e.progress})
+	got, err := repo.Download(e.ctx, root, *metaURL, *targetsURL, *names, fs.Arg(0), repo.DownloadOptions{Now: e.now, Progress: e.progress, Fetcher: e.fetcher().WithContext(e.ctx)})
 	if err != nil {
 		return err
 	}
@@ -449,11 +521,17 @@ func cmdCheckExpiry(e *env, args []string) error {
 	if *metaURL == "" {
 		return usagef("check-expiry: --metadata-url is required")
 	}
+	// A window that does not fit a time.Duration (about 292 years) is a
+	// usage error, never a wrapped-around one: refused by the parser, or
+	// negative here.
 	d, err := waves.ParseOffset(*within)
 	if err != nil {
-		return usagef("check-expiry: --within: %v", err)
+		return usagef("check-expiry: --within: %s", err)
 	}
-	ex, err := repo.CheckExpiry(e.ctx, *metaURL, d, e.now(), nil)
+	if d < 0 {
+		return usagef("check-expiry: --within %q is out of range", *within)
+	}
+	ex, err := repo.CheckExpiry(e.ctx, *metaURL, d, e.now(), e.fetcher())
 	if err != nil {
 		return err
 	}

@@ -12,8 +12,8 @@ import (
 // chunkBytes is how much data one worker hashes at a time.
 const chunkBytes = 1 << 20
 
-// ErrClosed is returned by a Builder used after Close.
-var ErrClosed = errors.New("verity: builder already closed")
+// ErrClosed is returned by a Builder or a Checker used after Close.
+var ErrClosed = errors.New("verity: used after Close")
 
 // Builder computes a hash tree from data written to it, in order. The
 // bottom level is hashed in parallel, one 1 MiB chunk per worker, with at
@@ -60,9 +60,13 @@ func NewBuilder(p Params) (*Builder, error) {
 		return nil, err
 	}
 	workers := runtime.GOMAXPROCS(0)
+	chunkBlocks := chunkBytes / p.DataBlockSize
+	if p.DataBlocks != 0 && p.DataBlocks < uint64(chunkBlocks) {
+		chunkBlocks = int(p.DataBlocks) // no chunk larger than the data
+	}
 	b := &Builder{
 		p: p, alg: algorithms[p.Hash],
-		chunkBlocks: chunkBytes / p.DataBlockSize,
+		chunkBlocks: chunkBlocks,
 		stride:      g.stride,
 		perBlock:    g.perBlock,
 		limit:       p.DataBlocks,
@@ -77,7 +81,7 @@ func (b *Builder) buffer() []byte {
 	case buf := <-b.free:
 		return buf
 	default:
-		return make([]byte, chunkBytes)
+		return make([]byte, b.chunkBlocks*b.p.DataBlockSize)
 	}
 }
 

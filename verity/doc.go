@@ -11,21 +11,27 @@
 //
 // What it owns: the tree geometry, the superblock, building a tree from data
 // streaming past ([Builder]; the bottom level is hashed on every core),
-// checking a stored tree against data ([Verify], [Tree.Check]) with the first
-// bad block reported exactly as veritysetup reports it, and the kernel's
-// table line ([Info.Table], [Info.KernelParam]).
+// checking data streaming past against a stored tree ([Checker],
+// [VerifyStream]; also on every core) or a stored tree against data
+// ([Verify], [Tree.Check]) with the first bad block reported exactly as
+// veritysetup reports it, and the kernel's table line ([Info.Table],
+// [Info.KernelParam]).
 //
 // What it trusts: nothing read from a device; superblocks are validated field
-// by field ([ParseSuperblock]). What it must never do: read or write outside
-// the data and hash ranges it was given, or hold the data in memory: memory
-// grows with the tree (about 8 MiB per GiB of data with 4096-byte blocks and
-// sha256), never with the data.
+// by field ([ParseSuperblock]), and a Checker checks every hash block it
+// reads against the root, including when it reads it again. What it must
+// never do: read or write outside the data and hash ranges it was given, or
+// hold the data in memory. A Builder, and so Build, Format and Verify, holds
+// the tree (about 8 MiB per GiB of data with 4096-byte blocks and sha256); a
+// Checker, and so VerifyStream, holds a few MiB (at most about 9 MiB, most
+// of it data in flight to its workers) whatever the size of the data.
 //
-// Cancellation: [Build], [Format], [Verify] and [Tree.Check] take a context
-// and stop with its error (wrapped) once it is done; Format writes nothing
-// before the whole tree is built, so a cancelled Format leaves the hash
-// device untouched.
+// Cancellation: [Build], [Format], [Verify], [VerifyStream], [NewChecker]
+// (for the Checker's whole life) and [Tree.Check] take a context and stop
+// with its error (wrapped) once it is done; Format writes nothing before the
+// whole tree is built, so a cancelled Format leaves the hash device
+// untouched.
 //
-// Concurrency: a Builder is for one goroutine (it starts workers of its
-// own); a finished Tree may be read from several goroutines.
+// Concurrency: a Builder or a Checker is for one goroutine (each starts
+// workers of its own); a finished Tree may be read from several goroutines.
 package verity

@@ -44,6 +44,9 @@ type MismatchError struct {
 	// entry to its stride.
 	Spare bool
 	// Level is the tree level whose stored entry disagreed (0 = bottom).
+	// For a hash block a Checker reads again while the data streams and
+	// finds changed, it is the level above the block's, one past the top
+	// when the top block no longer matches the root hash.
 	Level int
 }
 
@@ -64,7 +67,7 @@ func (e *MismatchError) Is(target error) bool { return target == ErrCorrupt }
 // with ReadSuperblock. It stops with ctx.Err() once ctx is done.
 func (t *Tree) Check(ctx context.Context, hash io.ReaderAt) error {
 	hbs := t.HashBlockSize
-	stored := make([]byte, 0, chunkBytes)
+	stored := make([]byte, 0, min(chunkBytes, (t.g.end-t.g.start)*uint64(hbs)))
 	for lvl := 0; lvl < t.g.levels; lvl++ {
 		blockNo := t.g.levelStart[lvl]
 		entryNo := uint64(0) // entries of this level: one per lower block
@@ -118,40 +121,53 @@ func (t *Tree) mismatch(lvl int, stored, want []byte, blockNo, entryNo uint64) e
 	for stored[i] == want[i] {
 		i++
 	}
-	blk := blockNo + uint64(i/hbs)
-	inBlock := i % hbs
-	entry := inBlock / t.g.stride
+	return mismatchAt(&t.Params, &t.g, lvl, blockNo+uint64(i/hbs), entryNo+uint64(i/hbs*t.g.perBlock), i%hbs)
+}
+
+// mismatchAt names the wrong byte at inBlock of hash block blk, a block of
+// level lvl whose first entry is entry number first of that level, as
+// veritysetup names it: the data block or the lower hash block whose entry
+// it is, or the spare area it lies in.
+func mismatchAt(p *Params, g *geometry, lvl int, blk, first uint64, inBlock int) *MismatchError {
+	hbs := p.HashBlockSize
+	entry := inBlock / g.stride
 	used := uint64(0) // entries used in this block
-	if total := t.levelEntries(lvl); total > entryNo+uint64(i/hbs*t.g.perBlock) {
-		used = min(uint64(t.g.perBlock), total-entryNo-uint64(i/hbs*t.g.perBlock))
+	if total := g.entries(lvl, p.DataBlocks); total > first {
+		used = min(uint64(g.perBlock), total-first)
 	}
 	blockOff := int64(blk) * int64(hbs)
 	// In a spare area the expected bytes are zeros, so the first differing
 	// byte is the first non-zero one.
 	changed := blockOff + int64(inBlock)
 	if uint64(entry) >= used { // past the last used entry: the block's tail
-		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(used)*int64(t.g.stride), Byte: changed, Spare: true, Level: lvl}
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(used)*int64(g.stride), Byte: changed, Spare: true, Level: lvl}
 	}
-	if inBlock%t.g.stride >= t.g.digestSize { // an entry's padding
-		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(entry*t.g.stride+t.g.digestSize), Byte: changed, Spare: true, Level: lvl}
+	if inBlock%g.stride >= g.digestSize { // an entry's padding
+		return &MismatchError{Device: "hash", Block: blk, Offset: blockOff + int64(entry*g.stride+g.digestSize), Byte: changed, Spare: true, Level: lvl}
 	}
-	lower := entryNo + uint64(i/hbs*t.g.perBlock) + uint64(entry)
+	lower := first + uint64(entry)
 	if lvl == 0 {
-		off := int64(lower) * int64(t.DataBlockSize)
-		return &MismatchError{Device: "data", Block: lower, Offset: off, Byte: off, Level: 0}
+		return dataMismatch(p, lower)
 	}
-	hb := t.g.levelStart[lvl-1] + lower
+	hb := g.levelStart[lvl-1] + lower
 	off := int64(hb) * int64(hbs)
 	return &MismatchError{Device: "hash", Block: hb, Offset: off, Byte: off, Level: lvl}
 }
 
-// levelEntries is the number of entries in level lvl: data blocks for level
-// 0, blocks of the level below otherwise.
-func (t *Tree) levelEntries(lvl int) uint64 {
+// dataMismatch is the error for a data block whose digest is not its
+// level-0 entry.
+func dataMismatch(p *Params, block uint64) *MismatchError {
+	off := int64(block) * int64(p.DataBlockSize)
+	return &MismatchError{Device: "data", Block: block, Offset: off, Byte: off, Level: 0}
+}
+
+// entries is the number of entries in level lvl: data blocks for level 0,
+// blocks of the level below otherwise.
+func (g *geometry) entries(lvl int, dataBlocks uint64) uint64 {
 	if lvl == 0 {
-		return t.DataBlocks
+		return dataBlocks
 	}
-	return t.g.levelSize[lvl-1]
+	return g.levelSize[lvl-1]
 }
 
 // CheckRoot compares the tree's root hash with want in constant time.
@@ -174,7 +190,7 @@ func Build(ctx context.Context, data io.ReaderAt, size int64, p Params) (*Tree, 
 		// Validate (in NewBuilder) keeps the product within an int64.
 		need := int64(p.DataBlocks) * int64(p.DataBlockSize)
 		if need > size {
-			return nil, fmt.Errorf("verity: %d data blocks of %d bytes need %d bytes, the data has %d", p.DataBlocks, p.DataBlockSize, need, size)
+			return nil, fmt.Errorf("%w: %d data blocks of %d bytes need %d bytes, the data has %d", ErrShortData, p.DataBlocks, p.DataBlockSize, need, size)
 		}
 		size = need
 	}
@@ -217,7 +233,18 @@ func Format(ctx context.Context, data io.ReaderAt, size int64, hash io.WriterAt,
 // veritysetup verify: the first bad block comes back as a *MismatchError, a
 // consistent tree with another root as ErrRootHashMismatch. It stops with
 // ctx.Err() (wrapped) once ctx is done.
+//
+// Verify hashes all the data before it reads the hash device, and holds
+// the whole tree in memory (about 8 MiB per GiB of data with 4096-byte
+// blocks and sha256). VerifyStream gives the same errors in memory that
+// does not grow with the data, reading the tree first.
 func Verify(ctx context.Context, data io.ReaderAt, size int64, hash io.ReaderAt, p Params, root []byte) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	if size < 0 {
+		return fmt.Errorf("%w: data size %d", ErrParams, size)
+	}
 	if p.DataBlocks == 0 {
 		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
 	}

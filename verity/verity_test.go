@@ -117,7 +117,12 @@ func ourVerify(t testing.TB, data, hash string, p Params, root string) error {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Verify(context.Background(), d, fi.Size(), h, p, rh)
+	err = Verify(context.Background(), d, fi.Size(), h, p, rh)
+	// VerifyStream names the same block as Verify, so as veritysetup.
+	if serr := VerifyStream(context.Background(), d, fi.Size(), h, p, rh); !sameError(serr, err) {
+		t.Errorf("VerifyStream says %v, Verify %v", serr, err)
+	}
+	return err
 }
 
 type vcase struct {

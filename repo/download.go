@@ -2,22 +2,14 @@ package repo
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
-	"fmt"
-	"io"
 	"log/slog"
-	"os"
-	"path"
-	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/internal/tufclient"
 )
 
 // DownloadOptions control Download.
@@ -32,126 +24,36 @@ type DownloadOptions struct {
 }
 
 // Download refreshes the metadata at metaURL from the trusted root rootRaw
-// as a TUF client does (root rotation, timestamp, snapshot, targets, with
-// every signature, version, hash, length and expiry checked) and streams
-// the named targets (all of them when names is empty) from targetsURL into
-// outdir, each checked against its signed length and hashes while it is
-// written. A target that fails its check is removed, never left in place.
+// as a TUF client does and streams the named targets (all of them when
+// names is empty) from targetsURL into outdir, each checked against its
+// signed length and hashes while it is written. A target that fails its
+// check is removed, never left in place. It is the client that updog uses
+// (internal/tufclient), without a cache: every call starts from rootRaw.
 func Download(ctx context.Context, rootRaw []byte, metaURL, targetsURL string, names []string, outdir string, o DownloadOptions) ([]Target, error) {
 	if _, err := ParseRoot(rootRaw); err != nil {
 		return nil, err
 	}
-	f := o.Fetcher
-	if f == nil {
-		f = fetch.New()
-	}
-	cfg, err := config.New(metaURL, rootRaw)
+	c, err := tufclient.New(tufclient.Options{MetadataURL: metaURL, TargetsURL: targetsURL, Root: rootRaw,
+		Now: o.Now, Fetcher: o.Fetcher, Logger: o.Logger})
 	if err != nil {
 		return nil, err
 	}
-	cfg.Fetcher = f
-	cfg.RemoteTargetsURL = targetsURL
-	cfg.DisableLocalCache = true
-	up, err := updater.New(cfg)
-	if err != nil {
+	if err := c.Refresh(ctx); err != nil {
 		return nil, err
 	}
-	if o.Now != nil {
-		up.UnsafeSetRefTime(o.Now())
+	var prog tufclient.Progress
+	if o.Progress != nil {
+		prog = o.Progress
 	}
-	if err := up.Refresh(); err != nil {
-		return nil, fmt.Errorf("refreshing metadata from %s: %w", metaURL, err)
+	got, err := c.Download(ctx, names, outdir, prog)
+	out := make([]Target, 0, len(got))
+	for _, d := range got {
+		out = append(out, Target{Name: d.Name, Length: d.Length, SHA256: d.SHA256})
 	}
-	trusted := up.GetTrustedMetadataSet()
-	consistent := trusted.Root.Signed.ConsistentSnapshot
-	if len(names) == 0 {
-		for name := range up.GetTopLevelTargets() {
-			names = append(names, name)
-		}
-		sort.Strings(names)
+	if errors.Is(err, tufclient.ErrTargetName) {
+		err = errors.Join(ErrTargetName, err)
 	}
-	if err := os.MkdirAll(outdir, 0o755); err != nil {
-		return nil, err
-	}
-	var got []Target
-	for _, name := range names {
-		if !filepath.IsLocal(filepath.FromSlash(name)) {
-			return got, fmt.Errorf("%w: %q would be written outside %s", ErrTargetName, name, outdir)
-		}
-		tf, err := up.GetTargetInfo(name)
-		if err != nil {
-			return got, fmt.Errorf("target %s: %w", name, err)
-		}
-		t, err := streamTarget(ctx, f, targetsURL, name, tf, consistent, outdir, progressOr(o.Progress))
-		if err != nil {
-			return got, fmt.Errorf("target %s: %w", name, err)
-		}
-		got = append(got, t)
-	}
-	return got, nil
-}
-
-func streamTarget(ctx context.Context, f *fetch.Fetcher, targetsURL, name string, tf *metadata.TargetFiles, consistent bool, outdir string, prog Progress) (Target, error) {
-	remote := name
-	hashes := map[string][]byte{}
-	for alg, sum := range tf.Hashes {
-		hashes[alg] = sum
-	}
-	sum := hex.EncodeToString(hashes["sha256"])
-	if consistent {
-		dir, base := path.Split(name)
-		h := sum
-		if h == "" {
-			for _, v := range hashes {
-				h = hex.EncodeToString(v)
-				break
-			}
-		}
-		remote = dir + h + "." + base
-	}
-	rc, _, err := f.Open(ctx, fetch.Join(targetsURL, remote))
-	if err != nil {
-		return Target{}, err
-	}
-	defer rc.Close()
-	v, err := fetch.NewVerifier(rc, tf.Length, hashes)
-	if err != nil {
-		return Target{}, err
-	}
-	dst := filepath.Join(outdir, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return Target{}, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".part-")
-	if err != nil {
-		return Target{}, err
-	}
-	defer os.Remove(tmp.Name())
-	prog.Start(name, tf.Length)
-	_, err = io.Copy(tmp, io.TeeReader(v, progressWriter{prog}))
-	prog.Finish()
-	if err != nil {
-		tmp.Close()
-		return Target{}, err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return Target{}, err
-	}
-	if err := tmp.Close(); err != nil {
-		return Target{}, err
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return Target{}, err
-	}
-	return Target{Name: name, Length: tf.Length, SHA256: sum}, nil
-}
-
-type progressWriter struct{ p Progress }
-
-func (w progressWriter) Write(b []byte) (int, error) {
-	w.p.Add(len(b))
-	return len(b), nil
+	return out, err
 }
 
 // Expiry is one role's expiry.
@@ -190,5 +92,5 @@ func CheckExpiry(ctx context.Context, metaURL string, within time.Duration, now 
 // IsExpired reports whether err says metadata has expired (go-tuf's error).
 func IsExpired(err error) bool {
 	var e *metadata.ErrExpiredMetadata
-	return errors.As(err, &e) || errors.Is(err, ErrExpired)
+	return errors.As(err, &e) || errors.Is(err, ErrExpired) || errors.Is(err, tufclient.ErrExpired)
 }

@@ -57,6 +57,11 @@ type Options struct {
 	// inactive partition before writing an image into it; never for the
 	// booted whole disk, whose partitions are always held.
 	Exclusive bool
+	// Direct opens read-only with O_DIRECT on Linux, so reads come from the
+	// device, not the page cache: what an updater reads back is what the
+	// disk holds. Reads go through an aligned bounce buffer, so callers
+	// may read at any offset and length. Off Linux it is ignored.
+	Direct bool
 	// SectorSize overrides the logical sector size of a regular file
 	// (disk images have no sector size of their own). It must be 512 or
 	// 4096 when set, and is ignored for block devices, which report theirs.
@@ -70,6 +75,7 @@ type File struct {
 	sectorSize int
 	readOnly   bool
 	blockDev   bool
+	direct     *directReader // set with Options.Direct
 }
 
 var _ Device = (*File)(nil)
@@ -89,8 +95,12 @@ func Open(path string, o Options) (*File, error) {
 		return nil, fmt.Errorf("blockdev: sector size %d is not 512 or 4096", o.SectorSize)
 	}
 	flag := os.O_RDWR
-	if o.ReadOnly {
+	if o.ReadOnly || o.Direct {
 		flag = os.O_RDONLY
+		o.ReadOnly = true
+	}
+	if o.Direct {
+		flag |= directFlag
 	}
 	if o.Exclusive {
 		flag |= exclusiveFlag
@@ -110,6 +120,9 @@ func Open(path string, o Options) (*File, error) {
 		return nil, err
 	}
 	d := &File{f: f, readOnly: o.ReadOnly}
+	if o.Direct && directFlag != 0 {
+		d.direct = newDirectReader(f)
+	}
 	if fi.Mode().IsRegular() {
 		d.size = fi.Size()
 		d.sectorSize = o.SectorSize
@@ -128,7 +141,12 @@ func Open(path string, o Options) (*File, error) {
 }
 
 // ReadAt implements io.ReaderAt.
-func (d *File) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+func (d *File) ReadAt(p []byte, off int64) (int, error) {
+	if d.direct != nil {
+		return d.direct.ReadAt(p, off, d.size)
+	}
+	return d.f.ReadAt(p, off)
+}
 
 // WriteAt implements io.WriterAt. A block device never grows: a write past
 // its end fails with io.ErrShortWrite wrapped in context.

@@ -61,3 +61,5 @@ func blockRdev(fi os.FileInfo) (uint64, bool) {
 	}
 	return uint64(st.Rdev), true
 }
+
+const directFlag = unix.O_DIRECT

@@ -23,3 +23,5 @@ func DeviceOf(string) (uint32, uint32, error) {
 
 // blockRdev: device numbers are compared on Linux only.
 func blockRdev(os.FileInfo) (uint64, bool) { return 0, false }
+
+const directFlag = 0

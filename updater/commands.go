@@ -1,0 +1,374 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/internal/sysutil"
+	"github.com/updog/updog/internal/tufclient"
+	"github.com/updog/updog/manifest"
+	"github.com/updog/updog/waves"
+)
+
+// CheckOptions choose the release.
+type CheckOptions struct {
+	// IgnoreWaves is --now: take the release whatever the host's wave.
+	IgnoreWaves bool
+	// Image is --image VERSION: exactly this release.
+	Image string
+}
+
+// Plan is what an update would do: the release, the host's place in its
+// rollout, and, when the disk was looked at, the set and partitions it
+// would write.
+type Plan struct {
+	Running Running          `json:"running"`
+	Wave    waves.Decision   `json:"wave"`
+	Skipped []Failure        `json:"skipped,omitempty"`
+	Set     string           `json:"set,omitempty"`
+	Images  []PlannedImage   `json:"images"`
+	Seed    uint32           `json:"seed"`
+	update  *manifest.Update // the chosen release
+	// DownloadBytes is the total signed length of the images.
+	DownloadBytes int64 `json:"download_bytes"`
+}
+
+// Update is the chosen release (nil when there is none).
+func (p *Plan) Update() *manifest.Update { return p.update }
+
+func (p *Plan) release() Release {
+	if p.update == nil {
+		return Release{}
+	}
+	return Release{Variant: p.update.Variant, Arch: p.update.Arch, Version: p.update.Version.String()}
+}
+
+// decideFor refreshes the repository and picks the release.
+func (u *Updater) decideFor(ctx context.Context, st *State, co CheckOptions) (*Plan, *tufclient.Client, *manifest.Manifest, DecideInput, error) {
+	var in DecideInput
+	running, err := u.running()
+	if err != nil {
+		return nil, nil, nil, in, err
+	}
+	host, _ := u.host(st)
+	plan := &Plan{Running: running, Seed: host.Seed}
+	c, m, err := u.refresh(ctx, host, running)
+	if err != nil {
+		return plan, nil, nil, in, err
+	}
+	in = DecideInput{Manifest: m, Running: running, Lock: u.cfg.VersionLock, Host: host,
+		IgnoreWaves: u.cfg.IgnoreWaves || co.IgnoreWaves, Failed: st.Failed, Now: u.now()}
+	if co.Image != "" {
+		v, err := manifest.ParseVersionLock(co.Image)
+		if err != nil {
+			return plan, c, m, in, fmt.Errorf("--image %q: %w", co.Image, err)
+		}
+		in.Want = &v
+	}
+	choice, err := Decide(in)
+	plan.update, plan.Wave, plan.Skipped = choice.Update, choice.Wave, choice.Skipped
+	if choice.Update != nil {
+		if ierr := u.planImages(c, plan); ierr != nil && err == nil {
+			err = ierr
+		}
+	}
+	return plan, c, m, in, err
+}
+
+// planImages looks up the signed lengths of the release's images.
+func (u *Updater) planImages(c *tufclient.Client, plan *Plan) error {
+	up := plan.update
+	sizes := up.Images.Sizes
+	plan.Images = nil
+	plan.DownloadBytes = 0
+	for _, k := range []struct {
+		kind, name string
+		size       int64
+	}{{KindBoot, up.Images.Boot, 0}, {KindHash, up.Images.Hash, 0}, {KindRoot, up.Images.Root, 0}} {
+		img := PlannedImage{Kind: k.kind, Target: k.name}
+		if sizes != nil {
+			img.ImageBytes = map[string]int64{KindBoot: sizes.Boot, KindRoot: sizes.Root, KindHash: sizes.Hash}[k.kind]
+		}
+		tf, err := c.Target(k.name)
+		if err != nil {
+			return translate(fmt.Errorf("%s image of %s: %w", k.kind, plan.release(), err))
+		}
+		img.tf, img.DownloadBytes = tf, tf.Length
+		plan.DownloadBytes += tf.Length
+		plan.Images = append(plan.Images, img)
+	}
+	return nil
+}
+
+// Check is check-update: the release this host would take now. It returns
+// the plan with ErrNotInWave when the host must wait, and ErrNoUpdate when
+// there is nothing to take. The disk, when it can be read, is used to
+// learn which releases failed here.
+func (u *Updater) Check(ctx context.Context, co CheckOptions) (*Plan, error) {
+	st, err := u.stateWithDisk(ctx)
+	if err != nil {
+		return nil, err
+	}
+	plan, _, _, _, err := u.decideFor(ctx, st, co)
+	return plan, err
+}
+
+// CheckAll is check-update --all: every applicable release.
+func (u *Updater) CheckAll(ctx context.Context, co CheckOptions) ([]Listed, Running, error) {
+	st, err := u.stateWithDisk(ctx)
+	if err != nil {
+		return nil, Running{}, err
+	}
+	running, err := u.running()
+	if err != nil {
+		return nil, running, err
+	}
+	host, _ := u.host(st)
+	_, m, err := u.refresh(ctx, host, running)
+	if err != nil {
+		return nil, running, err
+	}
+	return ListApplicable(DecideInput{Manifest: m, Running: running, Host: host,
+		IgnoreWaves: u.cfg.IgnoreWaves || co.IgnoreWaves, Failed: st.Failed, Now: u.now()}), running, nil
+}
+
+// stateWithDisk loads the state, reconciled with the disk when the disk
+// and the active set can be learned (so failed boots are known).
+func (u *Updater) stateWithDisk(ctx context.Context) (*State, error) {
+	s, err := u.openSession(ctx, true, false)
+	if err != nil {
+		if u.o.Disk != "" {
+			return nil, err
+		}
+		u.log.Warn("the disk could not be read; releases that failed here may not be known yet", "err", err)
+		return u.store.load()
+	}
+	defer s.close()
+	if s.st != nil && u.store.held != nil {
+		if err := u.store.save(s.st); err != nil {
+			return nil, err
+		}
+	}
+	return s.st, nil
+}
+
+// UpdateOptions control Update.
+type UpdateOptions struct {
+	CheckOptions
+	// DryRun returns the plan and changes nothing.
+	DryRun bool
+	// Apply switches to the new set after writing it (update); without it
+	// the images are only written and verified (update-image).
+	Apply bool
+	// Reboot restarts into the new set after the switch.
+	Reboot bool
+}
+
+// Update is update, update-image and update --dry-run.
+func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
+	s, err := u.openSession(ctx, o.DryRun, true)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	if err := s.dual(); err != nil {
+		return nil, err
+	}
+	plan, c, _, _, err := u.decideFor(ctx, s.st, o.CheckOptions)
+	if err != nil {
+		return plan, err
+	}
+	in := s.inactive()
+	plan.Set = in.String()
+	parts := s.l.Sets[in]
+	for i := range plan.Images {
+		img := &plan.Images[i]
+		n := map[string]int{KindBoot: parts.Boot, KindRoot: parts.Root, KindHash: parts.Hash}[img.Kind]
+		p := s.t.Partition(n)
+		img.Partition, img.PartitionName = n, p.Name()
+		img.PartitionBytes = int64(p.Sectors()) * int64(s.t.SectorSize)
+		if img.ImageBytes > img.PartitionBytes {
+			return plan, fmt.Errorf("%w: the %s image %s is %d bytes, partition %d (%s) holds %d: nothing was written",
+				ErrImageTooLarge, img.Kind, img.Target, img.ImageBytes, n, img.PartitionName, img.PartitionBytes)
+		}
+	}
+	if o.DryRun {
+		return plan, nil
+	}
+	// Overwriting the inactive set destroys it. When the running set has
+	// not proven itself, the inactive set may be the only good one.
+	if act := gptprio.Attrs(s.t, s.l, s.active); !act.Successful() && gptprio.Attrs(s.t, s.l, in).WillBoot() {
+		return plan, fmt.Errorf("%w: set %s is running but not marked good, and set %s is the known-good fallback; run `updog mark-good` first",
+			ErrUnproven, s.active, in)
+	}
+	rel := plan.release()
+	now := u.now().UTC()
+	s.st.Pending = &Pending{Release: rel, Set: in.String(), Stage: StageWriting, StartedAt: now}
+	action := "update-image"
+	if o.Apply {
+		action = "update"
+	}
+	s.st.LastAttempt = &Attempt{Action: action, Release: &rel, Started: now, Outcome: "in progress"}
+	delete(s.st.Sets, in.String())
+	if err := u.store.save(s.st); err != nil {
+		return plan, err
+	}
+	rec, err := s.install(ctx, c, plan)
+	s.st.LastAttempt.Ended, s.st.LastAttempt.Resumes = u.now().UTC(), s.lastResumes
+	if err != nil {
+		s.st.Pending = nil
+		s.st.LastAttempt.Outcome, s.st.LastAttempt.Error = "failed", err.Error()
+		if ctx.Err() != nil {
+			s.st.LastAttempt.Outcome = "interrupted"
+		}
+		if serr := u.store.save(s.st); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return plan, err
+	}
+	s.st.Sets[in.String()] = rec
+	s.st.Pending.Stage = StageWritten
+	s.st.LastAttempt.Outcome = "success"
+	if err := u.store.save(s.st); err != nil {
+		return plan, err
+	}
+	if !o.Apply {
+		return plan, nil
+	}
+	if err := s.switchTo(ctx, false); err != nil {
+		return plan, err
+	}
+	if o.Reboot {
+		return plan, u.reboot(ctx)
+	}
+	return plan, nil
+}
+
+// switchTo is the commit point: one table write gives the inactive set its
+// tries and the higher priority.
+// With record, the switch is its own attempt (update-apply); otherwise it
+// completes the install's.
+func (s *session) switchTo(ctx context.Context, record bool) error {
+	in := s.inactive()
+	rec := s.st.Sets[in.String()]
+	p := s.st.Pending
+	if p == nil || p.Stage != StageWritten || p.Set != in.String() || rec == nil || !rec.Verified {
+		return fmt.Errorf("%w: run `updog update-image` first", ErrNotStaged)
+	}
+	tries := s.u.cfg.BootTries
+	now := s.u.now().UTC()
+	if record || s.st.LastAttempt == nil {
+		s.st.LastAttempt = &Attempt{Action: "update-apply", Release: &p.Release, Started: now}
+	}
+	err := s.edit(ctx, func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
+		a := gptprio.Attrs(t, l, in)
+		if a.Priority() != 0 || a.Successful() || (a.Tries() != 0 && a.Tries() != tries) {
+			return nil, fmt.Errorf("%w: the inactive set's boot bits changed since it was written (%v)", ErrNotStaged, a)
+		}
+		nt, err := gptprio.MarkInactiveValid(t, s.active, tries)
+		if err != nil {
+			return nil, err
+		}
+		return gptprio.UpgradeToInactive(nt, s.active)
+	})
+	s.st.LastAttempt.Ended = s.u.now().UTC()
+	if err != nil {
+		s.st.LastAttempt.Outcome, s.st.LastAttempt.Error = "failed", err.Error()
+		s.u.store.save(s.st)
+		return fmt.Errorf("switching to set %s: %w", in, err)
+	}
+	p.Stage, p.AppliedAt = StageApplied, now
+	s.st.LastAttempt.Outcome = "success"
+	return s.u.store.save(s.st)
+}
+
+// Apply is update-apply: switch to the set update-image wrote and verified.
+func (u *Updater) Apply(ctx context.Context, reboot bool) error {
+	s, err := u.openSession(ctx, false, true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := s.dual(); err != nil {
+		return err
+	}
+	if err := s.switchTo(ctx, true); err != nil {
+		return err
+	}
+	if reboot {
+		return u.reboot(ctx)
+	}
+	return nil
+}
+
+// Revert is update-revert: undo a switch before its reboot.
+func (u *Updater) Revert(ctx context.Context) error {
+	s, err := u.openSession(ctx, false, true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := s.dual(); err != nil {
+		return err
+	}
+	in := s.inactive()
+	next, err := gptprio.Next(s.t)
+	a := gptprio.Attrs(s.t, s.l, in)
+	if err != nil || next != in || a.Successful() {
+		return fmt.Errorf("%w: the next boot is not a switch to set %s", ErrNotPending, in)
+	}
+	if err := s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
+		return gptprio.CancelUpgrade(t, s.active)
+	}); err != nil {
+		return err
+	}
+	if p := s.st.Pending; p != nil && p.Set == in.String() && p.Stage == StageApplied {
+		p.Stage, p.AppliedAt = StageWritten, time.Time{}
+	}
+	now := u.now().UTC()
+	s.st.LastAttempt = &Attempt{Action: "revert", Started: now, Ended: now, Outcome: "success"}
+	return u.store.save(s.st)
+}
+
+// Rollback makes the other set boot next, refused when it would not boot.
+func (u *Updater) Rollback(ctx context.Context, reboot bool) error {
+	s, err := u.openSession(ctx, false, true)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if err := s.dual(); err != nil {
+		return err
+	}
+	in := s.inactive()
+	err = s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
+		return gptprio.RollbackToInactive(t, s.active)
+	})
+	if errors.Is(err, gptprio.ErrInactiveWontBoot) {
+		return fmt.Errorf("%w: %w", ErrWontBoot, err)
+	}
+	if err != nil {
+		return err
+	}
+	now := u.now().UTC()
+	s.st.LastAttempt = &Attempt{Action: "rollback", Started: now, Ended: now, Outcome: "success"}
+	if rec := s.st.Sets[in.String()]; rec != nil {
+		r := rec.Release
+		s.st.LastAttempt.Release = &r
+	}
+	if err := u.store.save(s.st); err != nil {
+		return err
+	}
+	if reboot {
+		return u.reboot(ctx)
+	}
+	return nil
+}
+
+func (u *Updater) reboot(ctx context.Context) error {
+	sysutil.Sync()
+	return u.o.Reboot(ctx)
+}

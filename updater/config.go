@@ -1,0 +1,219 @@
+package updater
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/updog/updog/internal/safefile"
+	"github.com/updog/updog/waves"
+)
+
+// DefaultConfigPath is where updog looks for its configuration.
+const DefaultConfigPath = "/etc/updog.toml"
+
+// Config is /etc/updog.toml: Bottlerocket's keys (metadata_base_url,
+// targets_base_url, seed, version_lock, ignore_waves, https_proxy,
+// no_proxy) and ours.
+type Config struct {
+	MetadataBaseURL string   `toml:"metadata_base_url"`
+	TargetsBaseURL  string   `toml:"targets_base_url"`
+	Seed            *int64   `toml:"seed"`
+	VersionLock     string   `toml:"version_lock"`
+	IgnoreWaves     bool     `toml:"ignore_waves"`
+	HTTPSProxy      string   `toml:"https_proxy"`
+	NoProxy         []string `toml:"no_proxy"`
+
+	TrustedRoot   string   `toml:"trusted_root"`
+	StateDir      string   `toml:"state_dir"`
+	BootTries     int      `toml:"boot_tries"`
+	OSRelease     string   `toml:"os_release"`
+	HealthDir     string   `toml:"health_dir"`
+	HealthTimeout Duration `toml:"health_timeout"`
+	StallTimeout  Duration `toml:"stall_timeout"`
+	// MachineID is where the host's identity is read when seed is not set
+	// (default /etc/machine-id).
+	MachineID string `toml:"machine_id"`
+
+	// Path is the file the configuration was read from.
+	Path string `toml:"-"`
+	// Warnings are legal but suspicious things found while reading it
+	// (unknown keys).
+	Warnings []string `toml:"-"`
+}
+
+// Duration reads a TOML integer (seconds) or a string ("90s", "2m",
+// "2 minutes").
+type Duration struct{ time.Duration }
+
+// UnmarshalTOML implements toml.Unmarshaler.
+func (d *Duration) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 || x > int64(365*24*time.Hour/time.Second) {
+			return fmt.Errorf("%d seconds is out of range", x)
+		}
+		d.Duration = time.Duration(x) * time.Second
+		return nil
+	case string:
+		if dd, err := time.ParseDuration(x); err == nil && dd >= 0 {
+			d.Duration = dd
+			return nil
+		}
+		dd, err := waves.ParseOffset(x)
+		if err != nil {
+			return fmt.Errorf("%q is not a duration such as \"90s\" or \"2 minutes\"", x)
+		}
+		d.Duration = dd
+		return nil
+	}
+	return fmt.Errorf("want seconds or a duration string, got %T", v)
+}
+
+// Defaults of our keys.
+const (
+	DefaultTrustedRoot   = "/usr/share/updog/root.json"
+	DefaultStateDir      = "/var/lib/updog"
+	DefaultOSRelease     = "/etc/os-release"
+	DefaultHealthDir     = "/etc/updog/health.d"
+	DefaultHealthTimeout = 2 * time.Minute
+	DefaultStallTimeout  = 60 * time.Second
+	DefaultBootTries     = 1
+	DefaultMachineID     = "/etc/machine-id"
+)
+
+// LoadConfig reads and checks a configuration file. A missing or invalid
+// key is an error naming the key and the file (matching ErrConfig); an
+// unknown key is a warning in Config.Warnings.
+func LoadConfig(path string) (*Config, error) {
+	b, err := safefile.ReadFile(path, safefile.MaxConfig)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return ParseConfig(path, b)
+}
+
+// ParseConfig is LoadConfig on bytes already read; path names them in
+// messages.
+func ParseConfig(path string, b []byte) (*Config, error) {
+	c := &Config{Path: path}
+	md, err := toml.Decode(string(b), c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			key := ""
+			if pe.LastKey != "" {
+				key = pe.LastKey + ": "
+			}
+			return nil, fmt.Errorf("%w: %s: line %d: %s%s", ErrConfig, path, pe.Position.Line, key, pe.Message)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	reported := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		if len(k) > 1 && reported[k[:len(k)-1].String()] {
+			reported[k.String()] = true
+			continue // a key inside a table already reported
+		}
+		reported[k.String()] = true
+		c.Warnings = append(c.Warnings, fmt.Sprintf("%s: unknown key %q is ignored", path, k.String()))
+	}
+	if err := c.fill(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrConfig, path, err)
+	}
+	return c, nil
+}
+
+func (c *Config) fill() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("%s: %s", key, fmt.Sprintf(format, a...))
+	}
+	for _, k := range []struct {
+		key string
+		v   *string
+	}{{"metadata_base_url", &c.MetadataBaseURL}, {"targets_base_url", &c.TargetsBaseURL}} {
+		*k.v = strings.TrimSpace(*k.v)
+		if *k.v == "" {
+			return bad(k.key, "is missing: it names the repository (an https:// or http:// URL, a file:// URL or a local directory)")
+		}
+		if err := checkLocation(*k.v); err != nil {
+			return bad(k.key, "%v", err)
+		}
+	}
+	if c.Seed != nil && (*c.Seed < 0 || *c.Seed >= waves.MaxSeed) {
+		return bad("seed", "%d is not between 0 and %d", *c.Seed, waves.MaxSeed-1)
+	}
+	if c.HTTPSProxy != "" {
+		u, err := url.Parse(c.HTTPSProxy)
+		if err != nil || u.Host == "" {
+			// Bottlerocket accepts host:port without a scheme.
+			if u2, err2 := url.Parse("http://" + c.HTTPSProxy); err2 != nil || u2.Host == "" {
+				return bad("https_proxy", "%q is not a proxy URL", c.HTTPSProxy)
+			}
+		}
+	}
+	switch {
+	case c.BootTries == 0:
+		c.BootTries = DefaultBootTries
+	case c.BootTries < 1 || c.BootTries > 15:
+		return bad("boot_tries", "%d is not between 1 and 15", c.BootTries)
+	}
+	def := func(v *string, d string) {
+		if strings.TrimSpace(*v) == "" {
+			*v = d
+		}
+	}
+	def(&c.TrustedRoot, DefaultTrustedRoot)
+	def(&c.StateDir, DefaultStateDir)
+	def(&c.OSRelease, DefaultOSRelease)
+	def(&c.HealthDir, DefaultHealthDir)
+	def(&c.MachineID, DefaultMachineID)
+	if c.HealthTimeout.Duration == 0 {
+		c.HealthTimeout.Duration = DefaultHealthTimeout
+	}
+	if c.StallTimeout.Duration == 0 {
+		c.StallTimeout.Duration = DefaultStallTimeout
+	}
+	for key, p := range map[string]string{"trusted_root": c.TrustedRoot, "state_dir": c.StateDir, "os_release": c.OSRelease,
+		"health_dir": c.HealthDir, "machine_id": c.MachineID} {
+		if !filepath.IsAbs(p) {
+			return bad(key, "%q is not an absolute path", p)
+		}
+	}
+	if lock := strings.TrimSpace(c.VersionLock); lock == "" {
+		c.VersionLock = "latest"
+	}
+	return nil
+}
+
+// checkLocation accepts http(s) URLs, file:// URLs and absolute paths.
+func checkLocation(s string) error {
+	if strings.Contains(s, "://") {
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a URL: %w", s, err)
+		}
+		switch u.Scheme {
+		case "http", "https":
+			if u.Host == "" {
+				return fmt.Errorf("%q has no host", s)
+			}
+		case "file":
+			if u.Path == "" || !filepath.IsAbs(u.Path) {
+				return fmt.Errorf("%q does not name an absolute directory", s)
+			}
+		default:
+			return fmt.Errorf("%q: scheme %q is not http, https or file", s, u.Scheme)
+		}
+		return nil
+	}
+	if !filepath.IsAbs(s) {
+		return fmt.Errorf("%q is neither a URL nor an absolute directory", s)
+	}
+	return nil
+}

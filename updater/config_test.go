@@ -1,0 +1,152 @@
+package updater
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/updog/updog/internal/testutil"
+)
+
+// renderTemplate fills Bottlerocket's updog-toml.template the way its
+// settings would, with or without the proxy settings.
+func renderTemplate(t *testing.T, proxy bool) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testutil.Bottlerocket(t, "config"), "updog-toml.template"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	_, s, _ = strings.Cut(s, "+++\n") // drop the template's front matter
+	r := strings.NewReplacer(
+		"{{settings.updates.metadata-base-url}}", "https://updates.bottlerocket.aws/2020-07-07/aws-k8s-1.28/x86_64/",
+		"{{settings.updates.targets-base-url}}", "https://updates.bottlerocket.aws/targets/",
+		"{{settings.updates.seed}}", "1487",
+		"{{settings.updates.version-lock}}", "latest",
+		"{{settings.updates.ignore-waves}}", "false",
+		"{{settings.network.https-proxy}}", "http://proxy.example:3128",
+		`{{join_array ", " settings.network.no-proxy}}`, `"localhost", "169.254.169.254", ".cluster.local"`,
+	)
+	s = r.Replace(s)
+	var out []string
+	skip := false
+	for _, line := range strings.Split(s, "\n") {
+		switch {
+		case strings.HasPrefix(line, "{{#if"):
+			skip = !proxy
+			continue
+		case strings.HasPrefix(line, "{{/if}}"):
+			skip = false
+			continue
+		}
+		if !skip {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+func TestBottlerocketTemplateAccepted(t *testing.T) {
+	t.Parallel()
+	for _, proxy := range []bool{false, true} {
+		text := renderTemplate(t, proxy)
+		c, err := ParseConfig("updog.toml", []byte(text))
+		if err != nil {
+			t.Fatalf("rendered template (proxy %v):\n%s\n%v", proxy, text, err)
+		}
+		if len(c.Warnings) != 0 {
+			t.Errorf("warnings on Bottlerocket's own keys: %v", c.Warnings)
+		}
+		if *c.Seed != 1487 || c.VersionLock != "latest" || c.IgnoreWaves || c.BootTries != 1 ||
+			c.StateDir != DefaultStateDir || c.TrustedRoot != DefaultTrustedRoot || c.HealthTimeout.Duration != DefaultHealthTimeout {
+			t.Errorf("decoded %+v", c)
+		}
+		if proxy && (c.HTTPSProxy != "http://proxy.example:3128" || len(c.NoProxy) != 3) {
+			t.Errorf("proxy settings: %q %q", c.HTTPSProxy, c.NoProxy)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	t.Parallel()
+	base := "metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\n"
+	for _, c := range []struct {
+		name, text, key string
+	}{
+		{"missing metadata url", `targets_base_url = "https://x/t"`, "metadata_base_url"},
+		{"relative dir", "metadata_base_url = \"repo/m\"\ntargets_base_url = \"https://x/t\"", "metadata_base_url"},
+		{"ftp scheme", "metadata_base_url = \"ftp://x/m\"\ntargets_base_url = \"https://x/t\"", "metadata_base_url"},
+		{"seed out of range", base + "seed = 2048", "seed"},
+		{"seed negative", base + "seed = -1", "seed"},
+		{"seed as string", base + "seed = \"12\"", "seed"},
+		{"boot tries", base + "boot_tries = 16", "boot_tries"},
+		{"health timeout", base + "health_timeout = \"soon\"", "health_timeout"},
+		{"relative state dir", base + "state_dir = \"state\"", "state_dir"},
+		{"syntax", base + "seed = = 1", "line 3"},
+	} {
+		_, err := ParseConfig("/etc/updog.toml", []byte(c.text))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), "/etc/updog.toml") {
+			t.Errorf("%s: %v (want ErrConfig naming %s and the file)", c.name, err, c.key)
+		}
+	}
+	c, err := ParseConfig("u.toml", []byte(base+"frobnicate = 1\n[reboot]\nstrategy = \"off\"\n"))
+	if err != nil || len(c.Warnings) != 2 {
+		t.Fatalf("unknown keys: %v %v", err, c)
+	}
+	c, err = ParseConfig("u.toml", []byte(base+"health_timeout = 90\nstall_timeout = \"2 minutes\"\nmetadata_base_url = \"file:///media/usb/metadata\"\n"))
+	if err == nil {
+		t.Fatal("a key set twice was accepted")
+	}
+	c, err = ParseConfig("u.toml", []byte("metadata_base_url = \"file:///media/usb/metadata\"\ntargets_base_url = \"/media/usb/targets\"\nhealth_timeout = 90\nstall_timeout = \"2 minutes\"\n"))
+	if err != nil || c.HealthTimeout.Duration != 90*time.Second || c.StallTimeout.Duration != 2*time.Minute {
+		t.Fatalf("local locations and durations: %v %+v", err, c)
+	}
+}
+
+func TestHostileConfigSpecialFiles(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"/dev/zero", t.TempDir()} {
+		done := make(chan error, 1)
+		go func() { _, err := LoadConfig(p); done <- err }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("%s: %v", p, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("LoadConfig(%s) hangs", p)
+		}
+	}
+}
+
+func FuzzConfig(f *testing.F) {
+	f.Add([]byte("metadata_base_url = \"https://u/m\"\ntargets_base_url = \"https://u/t\"\nseed = 5\n"))
+	f.Add([]byte("seed = 99999999999999999999\n"))
+	f.Add([]byte("no_proxy = [1, 2]\nhealth_timeout = -5\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig("fuzz.toml", b)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error not matching ErrConfig: %v", err)
+			}
+			return
+		}
+		if c.BootTries < 1 || c.BootTries > 15 || c.StateDir == "" || (c.Seed != nil && (*c.Seed < 0 || *c.Seed >= 2048)) {
+			t.Fatalf("accepted an out-of-range config: %+v", c)
+		}
+	})
+}
+
+func TestOSRelease(t *testing.T) {
+	t.Parallel()
+	kv := ParseOSRelease([]byte("NAME=Bottlerocket\nVERSION_ID=1.19.2\nVARIANT_ID='aws-k8s-1.28'\nPRETTY_NAME=\"Bottlerocket OS 1.19.2 (aws-k8s-1.28)\"\n# comment\nBUILD_ID=abc\n"))
+	if kv["VERSION_ID"] != "1.19.2" || kv["VARIANT_ID"] != "aws-k8s-1.28" || kv["PRETTY_NAME"] != "Bottlerocket OS 1.19.2 (aws-k8s-1.28)" {
+		t.Fatalf("%v", kv)
+	}
+	if Arch("amd64") != "x86_64" || Arch("arm64") != "aarch64" {
+		t.Fatal("arch mapping")
+	}
+}

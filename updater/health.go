@@ -1,0 +1,187 @@
+package updater
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/updog/updog/gptprio"
+)
+
+// maxCheckOutput bounds what is kept of one health check's output.
+const maxCheckOutput = 64 << 10
+
+// CheckResult is one health check's outcome.
+type CheckResult struct {
+	Name     string        `json:"name"`
+	OK       bool          `json:"ok"`
+	ExitCode int           `json:"exit_code"`
+	Duration time.Duration `json:"duration_ns"`
+	Output   string        `json:"output,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// HealthReport is what mark-good did.
+type HealthReport struct {
+	Set    string        `json:"set"`
+	Checks []CheckResult `json:"checks"`
+	Marked bool          `json:"marked"`
+}
+
+// healthChecks lists the executables in dir, in name order. Hidden files
+// and editor leftovers are skipped; a check that is not executable or not a
+// regular file is an error (a health check an operator thinks runs but
+// does not is worse than none).
+func healthChecks(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("health checks in %s: %w", dir, err)
+	}
+	var out []string
+	for _, e := range ents {
+		n := e.Name()
+		if strings.HasPrefix(n, ".") || strings.HasSuffix(n, "~") || strings.HasSuffix(n, ".dpkg-old") || strings.HasSuffix(n, ".rpmsave") {
+			continue
+		}
+		p := filepath.Join(dir, n)
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("health check %s: %w", p, err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			return nil, fmt.Errorf("%w: %s is not an executable regular file", ErrHealth, p)
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// runCheck runs one check with a timeout, killing its whole process group
+// when the time is up, and keeps a bounded copy of its output.
+func runCheck(ctx context.Context, path string, timeout time.Duration) CheckResult {
+	r := CheckResult{Name: filepath.Base(path), ExitCode: -1}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 2 * time.Second
+	var out limitedBuffer
+	out.max = maxCheckOutput
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	err := cmd.Run()
+	r.Duration = time.Since(start)
+	r.Output = out.String()
+	if cmd.ProcessState != nil {
+		r.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	switch {
+	case cctx.Err() == context.DeadlineExceeded:
+		r.Error = fmt.Sprintf("timed out after %s", timeout)
+	case ctx.Err() != nil:
+		r.Error = ctx.Err().Error()
+	case err != nil:
+		r.Error = err.Error()
+	default:
+		r.OK = true
+	}
+	return r
+}
+
+type limitedBuffer struct {
+	bytes.Buffer
+	max       int
+	truncated bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); room < len(p) {
+		if room > 0 {
+			b.Buffer.Write(p[:room])
+		}
+		b.truncated = true
+		return len(p), nil
+	}
+	return b.Buffer.Write(p)
+}
+
+func (b *limitedBuffer) String() string {
+	s := b.Buffer.String()
+	if b.truncated {
+		s += "\n[output truncated]"
+	}
+	return s
+}
+
+var _ io.Writer = (*limitedBuffer)(nil)
+
+// MarkGood runs the health checks and, only when all pass, marks the
+// running set successful. A failed check leaves the set unmarked (so the
+// next reboot falls back when the set is new) and returns ErrHealth.
+func (u *Updater) MarkGood(ctx context.Context) (*HealthReport, error) {
+	s, err := u.openSession(ctx, false, true)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	rep := &HealthReport{Set: s.active.String(), Checks: []CheckResult{}}
+	checks, err := healthChecks(u.cfg.HealthDir)
+	now := u.now().UTC()
+	att := &Attempt{Action: "mark-good", Started: now}
+	if p := s.st.Pending; p != nil && p.Set == s.active.String() {
+		r := p.Release
+		att.Release = &r
+	}
+	fail := func(err error) (*HealthReport, error) {
+		att.Ended, att.Outcome, att.Error = u.now().UTC(), "failed", err.Error()
+		s.st.LastAttempt = att
+		if serr := u.store.save(s.st); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return rep, err
+	}
+	if err != nil {
+		return fail(err)
+	}
+	for _, c := range checks {
+		r := runCheck(ctx, c, u.cfg.HealthTimeout.Duration)
+		rep.Checks = append(rep.Checks, r)
+		u.log.Info("health check", "check", r.Name, "ok", r.OK, "exit_code", r.ExitCode, "duration", r.Duration, "output", r.Output, "error", r.Error)
+		if !r.OK {
+			return fail(fmt.Errorf("%w: %s: %s; set %s is not marked good", ErrHealth, r.Name, firstNonEmpty(r.Error, "failed"), s.active))
+		}
+	}
+	if err := s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
+		return gptprio.MarkSuccessfulBoot(t, s.active)
+	}); err != nil {
+		return fail(err)
+	}
+	rep.Marked = true
+	s.reconcile()
+	att.Ended, att.Outcome = u.now().UTC(), "success"
+	s.st.LastAttempt = att
+	return rep, u.store.save(s.st)
+}
+
+func firstNonEmpty(a ...string) string {
+	for _, s := range a {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}

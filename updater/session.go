@@ -1,0 +1,142 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/updog/updog/gptprio"
+)
+
+// session is one command's view of the disk and the state.
+type session struct {
+	u      *Updater
+	disk   *gptprio.Disk
+	t      *gptprio.Table
+	l      gptprio.Layout
+	active gptprio.Set
+	st     *State
+	// lastResumes counts download resumptions of the last install.
+	lastResumes int
+}
+
+// openSession opens the disk, reads its table under a shared lock, learns
+// the active set and loads and reconciles the state. needActive makes an
+// unknown active set an error.
+func (u *Updater) openSession(ctx context.Context, readOnly, needActive bool) (*session, error) {
+	d, err := gptprio.OpenDisk(ctx, u.o.Disk, gptprio.OpenOptions{ReadOnly: readOnly, SectorSize: u.o.SectorSize,
+		Active: u.o.Active, Host: u.o.Host})
+	if err != nil {
+		return nil, err
+	}
+	s := &session{u: u, disk: d}
+	if err := s.reload(ctx); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if d.Active == nil {
+		if needActive {
+			d.Close()
+			return nil, fmt.Errorf("%w: %s is not the disk of the running system, so --active a|b must say which set runs", ErrActiveUnknown, d.Path)
+		}
+	} else {
+		s.active = *d.Active
+	}
+	if s.st, err = u.store.load(); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if d.Active != nil && s.reconcile() {
+		if !readOnly {
+			if err := u.store.save(s.st); err != nil {
+				d.Close()
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *session) close() { s.disk.Close() }
+
+func (s *session) reload(ctx context.Context) error {
+	t, l, err := s.disk.Read(ctx)
+	if err != nil {
+		return err
+	}
+	s.t, s.l = t, l
+	return nil
+}
+
+func (s *session) inactive() gptprio.Set { return s.active.Other() }
+
+func (s *session) dual() error {
+	if len(s.l.Sets) < 2 {
+		return fmt.Errorf("%w: %s has a single partition set", ErrNoInactiveSet, s.disk.Path)
+	}
+	return nil
+}
+
+// reconcile brings the state up to date with the disk: a switched update
+// whose set booted and was marked good is complete; one whose set was
+// tried and never marked good (the bootloader fell back) is recorded as a
+// failure, so that release is skipped from now on. It reports whether the
+// state changed.
+func (s *session) reconcile() bool {
+	p := s.st.Pending
+	if p == nil || p.Stage != StageApplied || len(s.l.Sets) < 2 {
+		return false
+	}
+	ps, err := gptprio.ParseSet(p.Set)
+	if err != nil || int(ps) >= len(s.l.Sets) {
+		s.st.Pending = nil
+		return true
+	}
+	a := gptprio.Attrs(s.t, s.l, ps)
+	now := s.u.now().UTC()
+	switch {
+	case a.Successful():
+		// Booted and marked good (by updog or by hand).
+		s.st.Pending = nil
+		s.st.LastAttempt = &Attempt{Action: "boot", Release: &p.Release, Started: p.AppliedAt, Ended: now, Outcome: "success"}
+		return true
+	case ps == s.active:
+		return false // running the new set; waiting for mark-good
+	case a.Tries() == 0:
+		reason := fmt.Sprintf("set %s was tried at boot and never marked good; the bootloader fell back to set %s", ps, s.active)
+		s.st.recordFailure(p.Release, reason, now)
+		s.st.Pending = nil
+		s.st.LastAttempt = &Attempt{Action: "boot", Release: &p.Release, Started: p.AppliedAt, Ended: now, Outcome: "failed", Error: reason}
+		return true
+	case a.Priority() == 0:
+		// The switch was undone by hand (signpost cancel-upgrade).
+		p.Stage = StageWritten
+		return true
+	}
+	return false // switched, waiting for the reboot
+}
+
+// edit writes one change of the boot bits, under the disk's lock, and
+// keeps the session's copy current.
+func (s *session) edit(ctx context.Context, f func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error)) error {
+	_, after, err := s.disk.Update(ctx, f)
+	if err != nil {
+		return err
+	}
+	l, err := gptprio.FindLayout(after)
+	if err != nil {
+		return err
+	}
+	s.t, s.l = after, l
+	return nil
+}
+
+// errIs reports whether err matches any of targets.
+func errIs(err error, targets ...error) bool {
+	for _, t := range targets {
+		if errors.Is(err, t) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,219 @@
+package updater
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/internal/flock"
+	"github.com/updog/updog/internal/safefile"
+)
+
+// The state directory holds:
+//
+//	lock        flock'ed by the updog that changes the disk (holds its PID)
+//	state.json  what updog knows across runs (State), replaced atomically
+//	tuf/        the trusted TUF metadata (rollback and freeze protection)
+const (
+	stateFile = "state.json"
+	lockFile  = "lock"
+	tufDir    = "tuf"
+	// maxStateBytes bounds state.json.
+	maxStateBytes = 4 << 20
+	// maxFailures bounds the failed-release list (oldest dropped).
+	maxFailures = 64
+)
+
+// Stages of a pending update.
+const (
+	// StageWriting: the inactive set was cleared and images are being
+	// written (or the write was interrupted).
+	StageWriting = "writing"
+	// StageWritten: images written and verified; the switch is not made.
+	StageWritten = "written"
+	// StageApplied: the boot priority was switched to the new set; it is
+	// tried at the next boot and must then be marked good.
+	StageApplied = "applied"
+)
+
+// State is what updog remembers between runs.
+type State struct {
+	// HostID is a random identity used when /etc/machine-id is missing.
+	HostID string `json:"host_id"`
+	// Sets records what updog wrote into each set ("a", "b").
+	Sets map[string]*SetRecord `json:"sets,omitempty"`
+	// Pending is the update in progress, if any.
+	Pending *Pending `json:"pending,omitempty"`
+	// LastAttempt is the last install, switch or health check and how it
+	// ended.
+	LastAttempt *Attempt `json:"last_attempt,omitempty"`
+	// Failed lists releases that booted and fell back (never marked good)
+	// or failed their health checks here: they are skipped unless asked
+	// for by name.
+	Failed []Failure `json:"failed,omitempty"`
+}
+
+// Release names a release.
+type Release struct {
+	Variant string `json:"variant"`
+	Arch    string `json:"arch"`
+	Version string `json:"version"`
+}
+
+func (r Release) String() string { return r.Variant + " " + r.Arch + " " + r.Version }
+
+// SetRecord is what a set holds, as written by updog.
+type SetRecord struct {
+	Release
+	WrittenAt time.Time `json:"written_at"`
+	Verified  bool      `json:"verified"`
+	// Images are the target names written, for status.
+	Images map[string]string `json:"images,omitempty"`
+	// RootHash is the dm-verity root hash of the root image written.
+	RootHash string `json:"verity_root_hash,omitempty"`
+}
+
+// Pending is an update between the first write and the first good boot.
+type Pending struct {
+	Release
+	Set       string    `json:"set"`
+	Stage     string    `json:"stage"`
+	StartedAt time.Time `json:"started_at"`
+	// AppliedAt is when the boot priority was switched.
+	AppliedAt time.Time `json:"applied_at,omitzero"`
+}
+
+// Attempt is the last action taken and its outcome.
+type Attempt struct {
+	Action  string    `json:"action"`
+	Release *Release  `json:"release,omitempty"`
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Outcome string    `json:"outcome"` // "success", "failed", "interrupted", "in progress"
+	Error   string    `json:"error,omitempty"`
+	Resumes int       `json:"resumes,omitempty"`
+}
+
+// Failure is a release that failed here.
+type Failure struct {
+	Release
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// store is the state directory.
+type store struct {
+	dir  string
+	held *flock.Held
+}
+
+func openStore(dir string) (*store, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", dir, err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("state directory %s is not a directory", dir)
+	}
+	return &store{dir: dir}, nil
+}
+
+// LockedError names the updog that holds the lock.
+type LockedError struct {
+	Path string
+	PID  int
+}
+
+func (e *LockedError) Error() string {
+	if e.PID > 0 {
+		return fmt.Sprintf("another updog (PID %d) holds %s; try again when it has finished", e.PID, e.Path)
+	}
+	return fmt.Sprintf("another updog holds %s; try again when it has finished", e.Path)
+}
+
+// Is makes a LockedError match ErrLocked.
+func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+
+// lock takes the state lock without waiting: a second updog fails at once
+// and names the holder.
+func (s *store) lock(ctx context.Context) error {
+	h, err := flock.LockFile(ctx, filepath.Join(s.dir, lockFile), 0)
+	if err != nil {
+		var le *flock.LockedError
+		if errors.As(err, &le) {
+			return &LockedError{Path: filepath.Join(s.dir, lockFile), PID: le.PID}
+		}
+		return fmt.Errorf("locking the state directory: %w", err)
+	}
+	s.held = h
+	return nil
+}
+
+func (s *store) unlock() { s.held.Release(); s.held = nil }
+
+func (s *store) path(name string) string { return filepath.Join(s.dir, name) }
+
+// load reads state.json; a missing file is an empty state. A damaged file
+// is set aside (state.json.bad) and reported, never silently ignored.
+func (s *store) load() (*State, error) {
+	st := &State{}
+	b, err := safefile.ReadFile(s.path(stateFile), maxStateBytes)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, err
+	default:
+		if err := json.Unmarshal(b, st); err != nil {
+			return nil, fmt.Errorf("%s is damaged (%w); move it away to start afresh", s.path(stateFile), err)
+		}
+	}
+	if st.Sets == nil {
+		st.Sets = map[string]*SetRecord{}
+	}
+	if st.HostID == "" {
+		var id [16]byte
+		rand.Read(id[:])
+		st.HostID = hex.EncodeToString(id[:])
+	}
+	return st, nil
+}
+
+// save replaces state.json atomically (temp, fsync, rename, directory
+// fsync): a power cut leaves the old or the new state.
+func (s *store) save(st *State) error {
+	if len(st.Failed) > maxFailures {
+		st.Failed = st.Failed[len(st.Failed)-maxFailures:]
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.WriteFile(s.path(stateFile), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("saving updog state: %w", err)
+	}
+	return nil
+}
+
+// failedBefore reports the recorded failure of a release, if any.
+func (st *State) failedBefore(r Release) *Failure {
+	for i := len(st.Failed) - 1; i >= 0; i-- {
+		if st.Failed[i].Release == r {
+			return &st.Failed[i]
+		}
+	}
+	return nil
+}
+
+func (st *State) recordFailure(r Release, reason string, at time.Time) {
+	st.Failed = append(st.Failed, Failure{Release: r, Reason: reason, At: at.UTC()})
+}

@@ -1,0 +1,216 @@
+package updater
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/internal/safefile"
+	"github.com/updog/updog/internal/tufclient"
+	"github.com/updog/updog/manifest"
+	"github.com/updog/updog/waves"
+)
+
+// ManifestTarget is the TUF target holding the releases.
+const ManifestTarget = "manifest.json"
+
+// Options configure an Updater. Only Config is required.
+type Options struct {
+	Config *Config
+	// Disk is the whole-disk device or image file; "" means the disk
+	// holding the running root.
+	Disk string
+	// Active is the operator's --active ("", "a" or "b"). On a running
+	// host it must agree with /sys; on an image file it says which set
+	// runs.
+	Active string
+	// SectorSize of an image file (0: detected).
+	SectorSize int
+	// Host says how to find the running system (tests fake /sys).
+	Host gptprio.HostInfo
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Progress is told about downloads and verification.
+	Progress Progress
+	// Reboot restarts the machine (default: systemctl reboot, or the
+	// reboot system call).
+	Reboot func(ctx context.Context) error
+	// Arch overrides the architecture (default: the running binary's).
+	Arch string
+	// Fetch overrides fetcher settings (tests set a short backoff). The
+	// proxy, query and stall timeout always come from Config.
+	Fetch fetch.Options
+	// Concurrency bounds decoder threads (default GOMAXPROCS).
+	Concurrency int
+}
+
+// Updater runs updog's commands.
+type Updater struct {
+	o     Options
+	cfg   *Config
+	store *store
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// New checks the options and opens the state directory.
+func New(o Options) (*Updater, error) {
+	if o.Config == nil {
+		return nil, fmt.Errorf("%w: no configuration", ErrConfig)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = noProgress{}
+	}
+	if o.Arch == "" {
+		o.Arch = HostArch()
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = runtime.GOMAXPROCS(0)
+	}
+	if o.Reboot == nil {
+		o.Reboot = systemReboot
+	}
+	st, err := openStore(o.Config.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return &Updater{o: o, cfg: o.Config, store: st, log: o.Logger, now: o.Now}, nil
+}
+
+// Lock takes the state directory's lock for a command that changes
+// anything; it fails at once with a *LockedError (ErrLocked) naming the
+// holder when another updog runs. Release with Unlock.
+func (u *Updater) Lock(ctx context.Context) error { return u.store.lock(ctx) }
+
+// Unlock releases the lock.
+func (u *Updater) Unlock() { u.store.unlock() }
+
+// running reads the running release.
+func (u *Updater) running() (Running, error) {
+	return ReadOSRelease(u.cfg.OSRelease, u.o.Arch)
+}
+
+// host is the host's place in rollouts: the configured seed, or one
+// derived from machine-id; the ID from machine-id, or the state's random
+// one.
+func (u *Updater) host(st *State) (waves.Host, string) {
+	var h waves.Host
+	src := "state directory"
+	mid, err := safefile.ReadFile(u.cfg.MachineID, 4096)
+	if err == nil {
+		if mh, err := hostFromMachineID(mid); err == nil {
+			h, src = mh, "machine-id"
+		}
+	}
+	if src != "machine-id" {
+		hx, _ := decodeHex16(st.HostID)
+		h.ID = hx
+		h.Seed = uint32(h.ID[0])<<8 | uint32(h.ID[1])
+		h.Seed %= waves.MaxSeed
+	}
+	if u.cfg.Seed != nil {
+		h.Seed = uint32(*u.cfg.Seed)
+		src = "updog.toml"
+	}
+	return h, src
+}
+
+// client prepares a TUF client with the query parameters Bottlerocket
+// sends (seed and running version).
+func (u *Updater) client(seed uint32, running Running) (*tufclient.Client, error) {
+	root, err := safefile.ReadFile(u.cfg.TrustedRoot, safefile.MaxMetadata)
+	if err != nil {
+		return nil, fmt.Errorf("trusted root (trusted_root in %s): %w", u.cfg.Path, err)
+	}
+	fo := u.o.Fetch
+	fo.HTTPSProxy, fo.NoProxy = u.cfg.HTTPSProxy, u.cfg.NoProxy
+	fo.StallTimeout = u.cfg.StallTimeout.Duration
+	fo.Query = url.Values{"seed": {strconv.FormatUint(uint64(seed), 10)}, "version": {running.Version.String()}}
+	fo.UserAgent = "updog"
+	if fo.Logger == nil {
+		fo.Logger = u.log
+	}
+	return tufclient.New(tufclient.Options{
+		MetadataURL: u.cfg.MetadataBaseURL, TargetsURL: u.cfg.TargetsBaseURL, Root: root,
+		CacheDir: filepath.Join(u.cfg.StateDir, tufDir), Now: u.now, Fetcher: fetch.NewWith(fo), Logger: u.log,
+	})
+}
+
+// refresh runs the TUF workflow and reads the manifest.
+func (u *Updater) refresh(ctx context.Context, host waves.Host, running Running) (*tufclient.Client, *manifest.Manifest, error) {
+	c, err := u.client(host.Seed, running)
+	if err != nil {
+		return nil, nil, translate(err)
+	}
+	if err := c.Refresh(ctx); err != nil {
+		return nil, nil, translate(err)
+	}
+	b, err := c.ReadTarget(ctx, ManifestTarget, tufclient.MaxSmallTarget)
+	if err != nil {
+		return nil, nil, translate(fmt.Errorf("reading %s: %w", ManifestTarget, err))
+	}
+	m, err := manifest.Parse(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUntrusted, ManifestTarget, err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUntrusted, ManifestTarget, err)
+	}
+	return c, m, nil
+}
+
+// translate maps the TUF client's sentinels to the updater's.
+func translate(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tufclient.ErrExpired):
+		return fmt.Errorf("%w: %w", ErrMetadataExpired, err)
+	case errors.Is(err, tufclient.ErrRollback):
+		return fmt.Errorf("%w: %w", ErrRollback, err)
+	case errors.Is(err, tufclient.ErrSignature), errors.Is(err, tufclient.ErrMetadata),
+		errors.Is(err, fetch.ErrHash), errors.Is(err, fetch.ErrTooLong), errors.Is(err, fetch.ErrTooShort):
+		return fmt.Errorf("%w: %w", ErrUntrusted, err)
+	}
+	return err
+}
+
+func decodeHex16(s string) ([16]byte, error) {
+	var out [16]byte
+	if len(s) != 32 {
+		return out, fmt.Errorf("not 32 hex digits")
+	}
+	for i := 0; i < 16; i++ {
+		v, err := strconv.ParseUint(s[2*i:2*i+2], 16, 8)
+		if err != nil {
+			return out, err
+		}
+		out[i] = byte(v)
+	}
+	return out, nil
+}
+
+// systemReboot asks systemd to reboot when it runs, else calls reboot(2)
+// after syncing.
+func systemReboot(ctx context.Context) error {
+	if fi, err := os.Stat("/run/systemd/system"); err == nil && fi.IsDir() {
+		return runCommand(ctx, "systemctl", "reboot")
+	}
+	return rebootNow()
+}

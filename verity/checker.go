@@ -27,6 +27,12 @@ const (
 // ErrShortData means the data ends before its last data block.
 var ErrShortData = errors.New("verity: data shorter than its data blocks")
 
+// ErrSkip means a Checker cannot skip the data blocks asked for: data was
+// written or skipped already, there are not that many data blocks, or the
+// only data block of a tree with no levels, whose digest is the root, was
+// to be skipped with no root given.
+var ErrSkip = errors.New("verity: cannot skip data blocks")
+
 // Checker checks data, written to it in order, against a hash tree already
 // stored on a hash device, in bounded memory: nothing it keeps grows with
 // the size of the data.
@@ -40,7 +46,8 @@ var ErrShortData = errors.New("verity: data shorter than its data blocks")
 // It follows the tar.Writer shape: NewChecker, Write (or ReadFrom), Close,
 // with a sticky error. Close is the verdict: a mismatch found by the
 // workers may surface at a later Write, or only at Close. A Checker is for
-// one goroutine (it starts workers of its own).
+// one goroutine (it starts workers of its own). Skip, before the first
+// Write, resumes a check an earlier Checker made up to some data block.
 type Checker struct {
 	ctx  context.Context
 	p    Params
@@ -71,15 +78,16 @@ type Checker struct {
 	h       hash.Hash // the main goroutine's, for the blocks read while streaming
 	sum     []byte
 
-	free   chan *batch
-	sem    chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	bad    *MismatchError // the lowest data block found bad by a worker
-	failed atomic.Bool
-	single []byte // the digest of the only data block of a tree with no levels
-	err    error
-	closed bool
+	free    chan *batch
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	bad     *MismatchError // the lowest data block found bad by a worker
+	failed  atomic.Bool
+	single  []byte // the digest of the only data block of a tree with no levels
+	err     error
+	closed  bool
+	started bool // Write, ReadFrom or Skip was called
 }
 
 type batch struct {
@@ -442,6 +450,7 @@ func (c *Checker) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	c.started = true
 	n := len(p)
 	for len(p) > 0 {
 		if c.cur == nil {
@@ -461,12 +470,75 @@ func (c *Checker) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Skip declares that the first n data blocks were checked before (by an
+// earlier Checker over the same hash device and parameters, for data that
+// has not changed since); the next Write starts at data block n. It must
+// be called before any Write, with n at most DataBlocks (n == DataBlocks
+// is allowed: Close then succeeds without more data). The tree was already
+// verified by NewChecker; the level-0 entries and chain state for the
+// blocks from n on are set up so Write/Close behave exactly as if the
+// first n*DataBlockSize bytes had been written: the blocks from n on are
+// checked, Uncovered counts from there, and a bad block is named by its
+// number in the whole data.
+//
+// The skipped blocks are neither read nor hashed, so nothing this Checker
+// says covers them: a changed byte in them is not found. Skip is for
+// resuming an interrupted copy that an earlier Checker had checked up to
+// block n; the caller must verify the whole target (VerifyStream, or a
+// Checker fed every block) before trusting it. Skip keeps no state per
+// skipped block, and reads nothing: the cost of a resume is that of the
+// blocks still to come (and of NewChecker's check of the tree).
+//
+// For a tree with no levels (a single data block, whose digest is the
+// root), Skip(1) needs the root given to NewChecker. Errors: ErrSkip
+// (wrapped) after Write, ReadFrom or another Skip of at least one block,
+// for n > DataBlocks, or for Skip(1) with no tree and no root; ErrClosed
+// after Close; the sticky error of a failed Checker; ctx's error (wrapped,
+// and then sticky) once it is done.
+func (c *Checker) Skip(n uint64) error {
+	switch {
+	case c.closed:
+		return ErrClosed
+	case c.err != nil:
+		return c.err
+	case c.started:
+		return fmt.Errorf("%w: data was already written or skipped (%d bytes)", ErrSkip, c.written)
+	case n > c.p.DataBlocks:
+		return fmt.Errorf("%w: %d data blocks asked for, the device has %d", ErrSkip, n, c.p.DataBlocks)
+	}
+	if err := c.ctx.Err(); err != nil {
+		c.fail(fmt.Errorf("verity: checking data: %w", err))
+		return c.err
+	}
+	if n == 0 {
+		return nil
+	}
+	if c.g.levels == 0 {
+		// The only data block: the earlier Checker found its digest equal
+		// to the root, which is all Close compares.
+		if c.root == nil {
+			return fmt.Errorf("%w: the only data block is the root hash, and no root was given to check it against", ErrSkip)
+		}
+		c.single = bytes.Clone(c.root)
+	} else {
+		// Level 0 is read from the block holding data block n's entry on:
+		// entries reads it first, and checks it against the levels above.
+		s := c.l0
+		s.next, s.pos, s.valid = n/uint64(c.g.perBlock), 0, 0
+	}
+	c.started = true
+	c.blocks = n
+	c.written = int64(n) * int64(c.p.DataBlockSize)
+	return nil
+}
+
 // ReadFrom reads r to its end straight into batch buffers (io.Copy uses
 // it), saving a copy. It stops at the first error, reading or checking.
 func (c *Checker) ReadFrom(r io.Reader) (int64, error) {
 	if c.closed {
 		return 0, ErrClosed
 	}
+	c.started = true
 	var total int64
 	for c.err == nil {
 		if err := c.ctx.Err(); err != nil {

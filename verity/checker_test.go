@@ -131,14 +131,20 @@ func check(ctx context.Context, hash []byte, p Params, root, data []byte, piece 
 	if err != nil {
 		return nil, err
 	}
+	return c, feed(c, data, piece)
+}
+
+// feed writes data to c as piece says (see pieces) and returns the verdict:
+// the first error of Write, ReadFrom or Close.
+func feed(c *Checker, data []byte, piece int) error {
 	if piece == 0 {
 		if _, err := io.Copy(c, onlyReader{bytes.NewReader(data)}); err != nil {
 			if cerr := c.Close(); !errors.Is(cerr, err) {
-				return c, fmt.Errorf("Close says %w, after ReadFrom said %w", cerr, err)
+				return fmt.Errorf("Close says %w, after ReadFrom said %w", cerr, err)
 			}
-			return c, err
+			return err
 		}
-		return c, c.Close()
+		return c.Close()
 	}
 	ones := len(data)
 	if piece == 1 {
@@ -153,13 +159,13 @@ func check(ctx context.Context, hash []byte, p Params, root, data []byte, piece 
 		n, err := c.Write(rest[:min(piece, len(rest))])
 		if err != nil {
 			if cerr := c.Close(); !errors.Is(cerr, err) {
-				return c, fmt.Errorf("Close says %w, after Write said %w", cerr, err)
+				return fmt.Errorf("Close says %w, after Write said %w", cerr, err)
 			}
-			return c, err
+			return err
 		}
 		rest = rest[n:]
 	}
-	return c, c.Close()
+	return c.Close()
 }
 
 // sameError says whether two verdicts are the same: both nil, the same

@@ -1,7 +1,10 @@
 // Package repo publishes TUF repositories: it manages root metadata
 // (keys, thresholds, expiry, multi-party signing, rotation), creates and
 // updates repositories from directories of targets, refreshes timestamps,
-// reports expiry, and downloads from a repository as a verifying client.
+// reports expiry, delegates targets to other keys (delegation.go, in
+// tough's two steps: a role signed into incoming metadata, then published
+// by Update), and, as a verifying client (internal/tufclient), downloads,
+// exports offline bundles and keeps mirrors (export.go).
 //
 // Layout, as tough writes it so either side's clients read the other's
 // repositories: consistent snapshots on; REPO/metadata/N.root.json,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/fetch"
 	"github.com/updog/updog/internal/safefile"
+	"github.com/updog/updog/internal/tufclient"
 	"github.com/updog/updog/signing"
 )
 
@@ -71,6 +73,9 @@ type Options struct {
 	Fetcher *fetch.Fetcher
 	// Progress, when set, is told about targets as they are copied.
 	Progress Progress
+	// Incoming are signed roles to publish (from the delegation
+	// commands): Update only.
+	Incoming []*Incoming
 }
 
 // Progress receives byte counts while targets are copied or downloaded (a
@@ -266,6 +271,12 @@ func (e *readError) Unwrap() error { return e.err }
 // addTarget copies src into the staged targets directory, hashing it on
 // the way, and names the copy <sha256>.<name>.
 func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress) (*metadata.TargetFiles, string, error) {
+	return s.addTargetAt(ctx, name, src, prog)
+}
+
+// addTargetAt is addTarget for names that may hold directories
+// ("team/image"): the copy is <dir>/<sha256>.<base>.
+func (s *staged) addTargetAt(ctx context.Context, name, src string, prog Progress) (*metadata.TargetFiles, string, error) {
 	// Never blocks on a FIFO swapped in after the listing; refuses devices.
 	in, err := safefile.Open(src, os.O_RDONLY, 0)
 	if err != nil {
@@ -310,17 +321,49 @@ func (s *staged) addTarget(ctx context.Context, name, src string, prog Progress)
 		return nil, "", err
 	}
 	sum := h.Sum(nil)
-	if err := os.Rename(tmp.Name(), filepath.Join(s.targetsDir, hex.EncodeToString(sum)+"."+name)); err != nil {
+	tf := &metadata.TargetFiles{Length: n, Hashes: metadata.Hashes{"sha256": sum}}
+	stored, err := storedName(name, tf)
+	if err != nil {
 		return nil, "", err
 	}
-	return &metadata.TargetFiles{Length: n, Hashes: metadata.Hashes{"sha256": sum}}, hex.EncodeToString(sum), nil
+	dst := filepath.Join(s.targetsDir, filepath.FromSlash(stored))
+	if err := mkdirPublic(s.targetsDir, filepath.Dir(dst)); err != nil {
+		return nil, "", err
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return nil, "", err
+	}
+	return tf, hex.EncodeToString(sum), nil
+}
+
+// mkdirPublic makes dir (under base) and its parents, mode PublicDirMode
+// whatever the umask.
+func mkdirPublic(base, dir string) error {
+	rel, err := filepath.Rel(base, dir)
+	if err != nil || rel == "." {
+		return err
+	}
+	cur := base
+	for _, part := range strings.Split(rel, string(filepath.Separator)) {
+		cur = filepath.Join(cur, part)
+		if err := os.Mkdir(cur, PublicDirMode); err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+		if err := os.Chmod(cur, PublicDirMode); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // linkTarget puts an existing stored target into the staged repository, by
 // hard link when it is a regular file already readable by all (a link
 // shares the mode, and the source is not ours to change), else by copy.
 func (s *staged) linkTarget(ctx context.Context, src, stored string) error {
-	dst := filepath.Join(s.targetsDir, stored)
+	dst := filepath.Join(s.targetsDir, filepath.FromSlash(stored))
+	if err := mkdirPublic(s.targetsDir, filepath.Dir(dst)); err != nil {
+		return err
+	}
 	if fi, err := os.Lstat(src); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == PublicFileMode {
 		if err := os.Link(src, dst); err == nil {
 			return nil
@@ -402,6 +445,98 @@ type plan struct {
 	// raw bytes to publish as they are (timestamp-only updates keep the
 	// signed targets and snapshot byte for byte)
 	targetsRaw, snapshotRaw []byte
+	// delegated are the delegated roles at hand, signed (carried over
+	// byte for byte, or incoming); only those reachable from targets are
+	// published and listed in the snapshot.
+	delegated map[string]*delegatedRole
+	// published is the reachable subset, in the order reached.
+	published []string
+}
+
+// metaName is a role's metadata file name in the repository.
+func (p *plan) metaName(role string, version int64) string {
+	name := tufclient.EscapeRole(role) + ".json"
+	if p.root.Signed.ConsistentSnapshot || role == metadata.ROOT {
+		return strconv.FormatInt(version, 10) + "." + name
+	}
+	return name
+}
+
+// reachable walks the delegations from targets (breadth first) and checks
+// each role reached: published, well formed, signed by the threshold of the
+// delegation that reaches it, not expired at now.
+func (p *plan) reachable(now time.Time) ([]string, error) {
+	seen := map[string]bool{}
+	var order []string
+	type edge struct {
+		from   string
+		parent *metadata.Metadata[metadata.TargetsType]
+	}
+	queue := []edge{{metadata.TARGETS, p.targets}}
+	for len(queue) > 0 {
+		e := queue[0]
+		queue = queue[1:]
+		if err := checkDelegationForm(e.from, e.parent.Signed.Delegations); err != nil {
+			return nil, err
+		}
+		succinct := e.parent.Signed.Delegations != nil && e.parent.Signed.Delegations.SuccinctRoles != nil
+		for _, n := range delegatedNames(e.parent) {
+			if seen[n] {
+				continue
+			}
+			d, ok := p.delegated[n]
+			if !ok {
+				if succinct {
+					continue
+				}
+				return nil, fmt.Errorf("%w: %s delegates to %s, which is not published (add it with tuftool delegation ... and update --incoming-metadata)", ErrDelegation, e.from, n)
+			}
+			if err := verifyDelegation(e.parent, n, d.md); err != nil {
+				return nil, fmt.Errorf("%w: role %s is not signed by the keys %s delegates it to: %w", ErrThreshold, n, e.from, err)
+			}
+			if !d.md.Signed.Expires.After(now) {
+				return nil, fmt.Errorf("%w: delegated role %s version %d expired at %s; sign a new version with tuftool delegation --signing-role %s update-delegated-targets",
+					ErrExpired, n, d.md.Signed.Version, d.md.Signed.Expires.Format(time.RFC3339), n)
+			}
+			if len(seen) >= maxRoles {
+				return nil, fmt.Errorf("%w: more than %d delegated roles", ErrDelegation, maxRoles)
+			}
+			seen[n] = true
+			order = append(order, n)
+			queue = append(queue, edge{n, d.md})
+		}
+	}
+	return order, nil
+}
+
+// checkDelegationForm refuses delegations a client would refuse.
+func checkDelegationForm(from string, d *metadata.Delegations) error {
+	if d == nil || d.Roles == nil {
+		return nil
+	}
+	if d.SuccinctRoles != nil {
+		return fmt.Errorf("%w: %s has both roles and succinct_roles", ErrDelegation, from)
+	}
+	seen := map[string]bool{}
+	for _, r := range d.Roles {
+		switch {
+		case r.Name == "" || slices.Contains(TopLevelRoles, r.Name):
+			return fmt.Errorf("%w: %s delegates to %q, which cannot be a delegated role's name", ErrDelegation, from, r.Name)
+		case seen[r.Name]:
+			return fmt.Errorf("%w: %s delegates to %s twice", ErrDelegation, from, r.Name)
+		case (r.Paths != nil) == (r.PathHashPrefixes != nil):
+			return fmt.Errorf("%w: %s's delegation to %s needs exactly one of paths and path_hash_prefixes", ErrDelegation, from, r.Name)
+		case r.Threshold < 1 || len(r.KeyIDs) < r.Threshold:
+			return fmt.Errorf("%w: %s's delegation to %s has threshold %d and %d key(s)", ErrDelegation, from, r.Name, r.Threshold, len(r.KeyIDs))
+		}
+		for _, id := range r.KeyIDs {
+			if _, ok := d.Keys[id]; !ok {
+				return fmt.Errorf("%w: %s's delegation to %s names key %s, which it does not define", ErrDelegation, from, r.Name, id)
+			}
+		}
+		seen[r.Name] = true
+	}
+	return nil
 }
 
 func expiry(t time.Time, now time.Time, d time.Duration) time.Time {
@@ -425,9 +560,16 @@ func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options)
 		}
 		p.targetsRaw = b
 	}
+	var err error
+	if p.published, err = p.reachable(now); err != nil {
+		return err
+	}
 	if p.snapshotRaw == nil {
 		p.snapshot.Signed.Meta = map[string]*metadata.MetaFiles{
 			"targets.json": {Version: p.targets.Signed.Version},
+		}
+		for _, n := range p.published {
+			p.snapshot.Signed.Meta[n+".json"] = &metadata.MetaFiles{Version: p.delegated[n].md.Signed.Version}
 		}
 		if err := signRole(ctx, p.root, metadata.SNAPSHOT, p.snapshot, o.Signers); err != nil {
 			return err
@@ -457,9 +599,12 @@ func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options)
 		}
 	}
 	files := map[string][]byte{
-		strconv.FormatInt(p.targets.Signed.Version, 10) + ".targets.json":   p.targetsRaw,
-		strconv.FormatInt(p.snapshot.Signed.Version, 10) + ".snapshot.json": p.snapshotRaw,
+		p.metaName(metadata.TARGETS, p.targets.Signed.Version):   p.targetsRaw,
+		p.metaName(metadata.SNAPSHOT, p.snapshot.Signed.Version): p.snapshotRaw,
 		"timestamp.json": tsRaw,
+	}
+	for _, n := range p.published {
+		files[p.metaName(n, p.delegated[n].md.Signed.Version)] = p.delegated[n].raw
 	}
 	for v, b := range p.roots {
 		files[strconv.FormatInt(v, 10)+".root.json"] = b
@@ -472,12 +617,35 @@ func (p *plan) finish(ctx context.Context, s *staged, outdir string, o *Options)
 			return err
 		}
 	}
+	if err := clientCheck(ctx, s, p, now); err != nil {
+		return fmt.Errorf("refusing to publish metadata a client would reject: %w", err)
+	}
 	if err := s.commit(outdir); err != nil {
 		return err
 	}
 	o.log().Info("published repository", "dir", outdir, "targets_version", p.targets.Signed.Version,
 		"snapshot_version", p.snapshot.Signed.Version, "timestamp_version", p.timestamp.Signed.Version)
 	return nil
+}
+
+// clientCheck reads the staged metadata with the client updog uses, from
+// the oldest root published, and searches every target every reachable
+// role lists.
+func clientCheck(ctx context.Context, s *staged, p *plan, now time.Time) error {
+	oldest := int64(math.MaxInt64)
+	for v := range p.roots {
+		oldest = min(oldest, v)
+	}
+	c, err := tufclient.New(tufclient.Options{MetadataURL: s.metaDir, TargetsURL: s.targetsDir, Root: p.roots[oldest],
+		Now: func() time.Time { return now }, MaxDelegations: maxRoles})
+	if err != nil {
+		return err
+	}
+	if err := c.Refresh(ctx); err != nil {
+		return err
+	}
+	_, err = c.AllTargets(ctx)
+	return err
 }
 
 // verifyAsClient walks the metadata as a TUF client would, from the oldest

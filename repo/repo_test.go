@@ -112,7 +112,7 @@ func goTUF(t testing.TB, srvURL string, trusted []byte, cache, name string) ([]b
 	if err != nil {
 		return nil, err
 	}
-	_, data, err := up.DownloadTarget(ti, filepath.Join(t.TempDir(), name), "")
+	_, data, err := up.DownloadTarget(ti, filepath.Join(t.TempDir(), strings.ReplaceAll(name, "/", "_")), "")
 	return data, err
 }
 

@@ -29,6 +29,9 @@ var (
 	// ErrVersion means a metadata version is out of range: not positive,
 	// or with no successor (incrementing it would overflow).
 	ErrVersion = errors.New("repo: version out of range")
+	// ErrDelegation means a delegation is malformed, missing, or points at
+	// a role that is not published.
+	ErrDelegation = errors.New("repo: bad delegation")
 )
 
 // nextVersion is the version after v, refusing to wrap around.

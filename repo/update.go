@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -55,8 +54,8 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 	default:
 		return nil, fmt.Errorf("%w: root version %d, but the repository's newest root is version %d", ErrRoot, v, ex.latest.Signed.Version)
 	}
-	if timestampOnly && addTargetsDir != "" {
-		return nil, errors.New("repo: --timestamp-only cannot add targets")
+	if timestampOnly && (addTargetsDir != "" || len(o.Incoming) > 0) {
+		return nil, errors.New("repo: --timestamp-only cannot add targets or incoming metadata")
 	}
 	var names []string
 	if addTargetsDir != "" {
@@ -81,7 +80,38 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 		return requested, nil
 	}
 	p := &plan{roots: roots, root: root, targets: ex.targets, snapshot: ex.snapshot,
-		timestamp: metadata.Timestamp(expiry(o.TimestampExpires, now, DefaultTimestampLifetime))}
+		timestamp: metadata.Timestamp(expiry(o.TimestampExpires, now, DefaultTimestampLifetime)),
+		delegated: maps.Clone(ex.delegated)}
+	// Incoming roles replace the published ones, newer versions only.
+	var incomingTargets *delegatedRole
+	var incomingDirs []string
+	for _, in := range o.Incoming {
+		for name, md := range in.Roles {
+			raw, ok := in.raw[name]
+			if !ok {
+				if raw, err = md.ToBytes(true); err != nil {
+					return nil, err
+				}
+			}
+			old := int64(0)
+			if name == metadata.TARGETS {
+				old = ex.targets.Signed.Version
+			} else if d, ok := ex.delegated[name]; ok {
+				old = d.md.Signed.Version
+			}
+			if md.Signed.Version <= old {
+				return nil, fmt.Errorf("%w: incoming %s version %d is not above the published %d", ErrRollback, name, md.Signed.Version, old)
+			}
+			if name == metadata.TARGETS {
+				incomingTargets = &delegatedRole{md: md, raw: raw}
+				continue
+			}
+			p.delegated[name] = &delegatedRole{md: md, raw: raw}
+		}
+		if in.targetsDir != "" {
+			incomingDirs = append(incomingDirs, in.targetsDir)
+		}
+	}
 	if p.timestamp.Signed.Version, err = next(o.TimestampVersion, ex.timestamp.Signed.Version, "timestamp"); err != nil {
 		return nil, err
 	}
@@ -89,10 +119,16 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 		p.targetsRaw, p.snapshotRaw = ex.targetsRaw, ex.snapshotRaw
 	} else {
 		old := ex.targets
+		if incomingTargets != nil {
+			old = incomingTargets.md
+		}
 		p.targets = metadata.Targets(expiry(o.TargetsExpires, now, DefaultTargetsLifetime))
 		p.targets.Signed.Targets = maps.Clone(old.Signed.Targets)
 		p.targets.Signed.Delegations = old.Signed.Delegations
-		if p.targets.Signed.Version, err = next(o.TargetsVersion, old.Signed.Version, "targets"); err != nil {
+		if incomingTargets != nil && len(names) == 0 && o.TargetsVersion == 0 && o.TargetsExpires.IsZero() {
+			// Published as its delegator signed it.
+			p.targets, p.targetsRaw = incomingTargets.md, incomingTargets.raw
+		} else if p.targets.Signed.Version, err = next(o.TargetsVersion, old.Signed.Version, "targets"); err != nil {
 			return nil, err
 		}
 		p.snapshot = metadata.Snapshot(expiry(o.SnapshotExpires, now, DefaultSnapshotLifetime))
@@ -114,7 +150,15 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 			p.targets.Signed.Targets[name] = tf
 			res.Added = append(res.Added, Target{Name: name, Length: tf.Length, SHA256: sum})
 		}
-		if err := linkExisting(ctx, s, ex, p.targets); err != nil {
+		published, err := p.reachable(now)
+		if err != nil {
+			return err
+		}
+		roles := []*metadata.Metadata[metadata.TargetsType]{p.targets}
+		for _, n := range published {
+			roles = append(roles, p.delegated[n].md)
+		}
+		if err := linkTargets(ctx, s, ex.targetsDir, incomingDirs, roles); err != nil {
 			return err
 		}
 		return p.finish(ctx, s, outdir, &o)
@@ -127,33 +171,46 @@ func Update(ctx context.Context, root *Root, metaURL, addTargetsDir string, time
 	return res, nil
 }
 
-// linkExisting links the stored targets the new targets metadata still
-// lists from a local source repository into the staged one.
-func linkExisting(ctx context.Context, s *staged, ex *existing, targets *metadata.Metadata[metadata.TargetsType]) error {
-	if ex.targetsDir == "" {
-		return nil
-	}
-	for name, tf := range targets.Signed.Targets {
-		if CheckTargetName(name) != nil {
-			continue // not ours to store; left out rather than written outside targets/
-		}
-		sum, ok := tf.Hashes["sha256"]
-		if !ok {
-			continue
-		}
-		stored := hex.EncodeToString(sum) + "." + name
-		if _, err := os.Stat(filepath.Join(s.targetsDir, stored)); err == nil {
-			continue // just added
-		}
-		src := filepath.Join(ex.targetsDir, stored)
-		if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := s.linkTarget(ctx, src, stored); err != nil {
-			return fmt.Errorf("carrying target %s over: %w", name, err)
+// linkTargets puts into the staged repository the stored targets the
+// published roles list: copied from an incoming directory (checked against
+// their signed length and hashes on the way), else linked from a local
+// source repository. From a URL source, targets not added here are left
+// out: outdir is then synced beside the published repository.
+func linkTargets(ctx context.Context, s *staged, targetsDir string, incoming []string, roles []*metadata.Metadata[metadata.TargetsType]) error {
+	for _, md := range roles {
+		for name, tf := range md.Signed.Targets {
+			stored, err := storedName(name, tf)
+			if err != nil {
+				continue // not ours to store; left out rather than written outside targets/
+			}
+			if _, err := os.Stat(filepath.Join(s.targetsDir, filepath.FromSlash(stored))); err == nil {
+				continue // just added
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			done := false
+			for _, dir := range incoming {
+				src := filepath.Join(dir, filepath.FromSlash(stored))
+				if _, err := os.Stat(src); err != nil {
+					continue
+				}
+				if err := s.copyVerified(ctx, src, stored, tf); err != nil {
+					return fmt.Errorf("incoming target %s: %w", name, err)
+				}
+				done = true
+				break
+			}
+			if done || targetsDir == "" {
+				continue
+			}
+			src := filepath.Join(targetsDir, filepath.FromSlash(stored))
+			if _, err := os.Stat(src); errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err := s.linkTarget(ctx, src, stored); err != nil {
+				return fmt.Errorf("carrying target %s over: %w", name, err)
+			}
 		}
 	}
 	return nil

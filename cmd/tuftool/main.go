@@ -6,9 +6,12 @@
 //	tuftool gen-key --type ed25519|ecdsa|rsa --out FILE
 //	tuftool root init|add-key|remove-key|set-threshold|expire|bump-version|sign ROOT.json ...
 //	tuftool create --root ROOT.json -k KEY... --add-targets DIR --outdir REPO [expiry and version options]
-//	tuftool update --root ROOT.json -k KEY... --metadata-url URL|DIR [--add-targets DIR] [--timestamp-only] --outdir REPO
+//	tuftool update --root ROOT.json -k KEY... --metadata-url URL|DIR [--add-targets DIR] [--incoming-metadata DIR...] [--timestamp-only] --outdir REPO
 //	tuftool download --root ROOT.json --metadata-url URL|DIR --targets-url URL|DIR [--target-name NAME...] OUTDIR
 //	tuftool check-expiry --metadata-url URL|DIR --within DURATION
+//	tuftool delegation --signing-role ROLE create-role|add-role|add-key|remove-key|remove-role|update-delegated-targets [options]
+//	tuftool export --root ROOT.json --metadata-url URL|DIR --targets-url URL|DIR [--target-name NAME...] --out FILE.tar|DIR
+//	tuftool mirror --root ROOT.json --metadata-url URL|DIR --targets-url URL|DIR --outdir DIR
 //
 // Description:
 //
@@ -32,6 +35,28 @@
 //	or a non-positive one is refused. root set-threshold above the role's
 //	key count warns at once, and root sign refuses such a root unless
 //	--ignore-threshold is given.
+//
+//	Delegations follow tough's tuftool in two steps, so that a team signing
+//	a delegated role never holds the snapshot or timestamp keys: a
+//	delegation command signs one role (ROLE, with its own keys) into
+//	--outdir, as "incoming metadata"; the repository owner publishes it
+//	with update --incoming-metadata DIR, which checks each incoming role
+//	against the delegation that leads to it and that its version goes up,
+//	lists every delegated role reachable from targets in the snapshot,
+//	drops roles no longer delegated, and carries unchanged delegated roles
+//	over byte for byte (never re-signed). A delegated role that has expired
+//	is refused: it must be re-signed by its keys.
+//
+//	export writes a self-contained, verified copy for hosts without a
+//	network (updog update --from FILE.tar|DIR): the metadata from --root's
+//	version up and the chosen targets (all by default) plus manifest.json,
+//	each target checked while copied; a .tar is written to a temporary
+//	file and renamed, a directory staged and renamed. mirror brings a
+//	directory copy up to date, verifying as it copies, targets first and
+//	timestamp.json last (a client sees the old version or the new, whole);
+//	it keeps its trusted metadata in DIR/.tuf-mirror, so a source that
+//	rolls back or freezes is refused, and DIR/.mirror.lock stops a second
+//	mirror of the same directory. It needs consistent snapshots.
 //
 //	Repositories are read over HTTP through HTTPS_PROXY (else HTTP_PROXY)
 //	and NO_PROXY from the environment, for http and https URLs alike.

@@ -39,6 +39,10 @@ Commands:
                  re-sign, or --timestamp-only)
   download       verify a repository and download its targets
   check-expiry   report metadata that expires soon
+  delegation     delegate targets to other keys: create-role, add-role,
+                 add-key, remove-key, remove-role, update-delegated-targets
+  export         write a verified offline bundle (a .tar or a directory)
+  mirror         keep a verified directory copy of a repository up to date
 
 Run tuftool COMMAND --help for the options of each.
 Exit status: 0 success, 1 error, 2 usage error, 3 metadata expires soon.
@@ -68,6 +72,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, now func(
 	cmds := map[string]func(*env, []string) error{
 		"gen-key": cmdGenKey, "root": cmdRoot, "create": cmdCreate, "update": cmdUpdate,
 		"download": cmdDownload, "check-expiry": cmdCheckExpiry,
+		"delegation": cmdDelegation, "export": cmdExport, "mirror": cmdMirror,
 	}
 	return cli.Dispatch("tuftool", usage, args, stdout, stderr, e, cmds)
 }
@@ -452,11 +457,12 @@ func cmdCreate(e *env, args []string) error {
 }
 
 func cmdUpdate(e *env, args []string) error {
-	fs, parse := flags("update", "--root ROOT.json -k KEY... --metadata-url URL|DIR [--add-targets DIR] [--timestamp-only] --outdir REPO [options]", e)
+	fs, parse := flags("update", "--root ROOT.json -k KEY... --metadata-url URL|DIR [--add-targets DIR] [--incoming-metadata DIR...] [--timestamp-only] --outdir REPO [options]", e)
 	rootPath := fs.String("root", "", "signed root.json: the repository's newest root, or its successor to rotate (required)")
 	metaURL := fs.String("metadata-url", "", "the published metadata: a URL or a local REPO/metadata directory (required)")
 	targets := fs.String("add-targets", "", "directory whose regular files are added or replaced")
 	tsOnly := fs.Bool("timestamp-only", false, "only sign a new timestamp (for a cron job)")
+	incoming := fs.StringArray("incoming-metadata", nil, "signed roles written by tuftool delegation, to publish (repeatable)")
 	outdir := fs.String("outdir", "", "where to write the new repository; must not exist or be empty (required)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	var kf keyFlags
@@ -472,6 +478,13 @@ func cmdUpdate(e *env, args []string) error {
 	root, o, err := loadForPublish(e, *rootPath, &kf, &pf)
 	if err != nil {
 		return err
+	}
+	for _, dir := range *incoming {
+		in, err := repo.ReadIncoming(dir)
+		if err != nil {
+			return err
+		}
+		o.Incoming = append(o.Incoming, in)
 	}
 	res, err := repo.Update(e.ctx, root, *metaURL, *targets, *tsOnly, *outdir, o)
 	if err != nil {

@@ -1,55 +1,74 @@
-// Package tufclient is the one client side of TUF that both `tuftool
-// download` and `updog` use: go-tuf for the metadata (root rotation,
-// timestamp, snapshot, targets, with every signature, version, hash, length
-// and expiry checked), and our own streaming reader for targets, which are
-// checked against their signed length and hashes as they arrive and never
-// held in memory.
+// Package tufclient is the one client side of TUF that `tuftool download`,
+// `tuftool export`/`mirror`, `tufconf` and `updog` use: the TUF client
+// workflow of the specification (5.3 to 5.7), with go-tuf's metadata types
+// and its trustedmetadata package checking the top-level roles (root
+// rotation, timestamp, snapshot, targets: every signature, version, hash,
+// length and expiry), our own walk of the delegations, and our own
+// streaming reader for targets, which are checked against their signed
+// length and hashes as they arrive and never held in memory.
 //
-// What it keeps: with a cache directory, the trusted metadata (root.json,
-// timestamp.json, snapshot.json, targets.json) persists between runs, so
-// rollback and freeze protection hold across runs: a repository that
-// serves an older timestamp or snapshot than one seen before is refused.
-// go-tuf writes those files by rename; Refresh then fsyncs them and the
-// directory, so a power cut cannot lose them.
+// The walk of delegations (Target) follows 5.6.7 of the specification:
+// pre-order, depth first, in the order the delegator lists its roles; a
+// role that is not trusted for the path (paths patterns, or hex prefixes of
+// the SHA-256 of the path) is not visited; a terminating role ends the
+// search of its siblings and of everything after them; a role already
+// visited in this search is skipped (cycles end); at most MaxDelegations
+// roles are visited. Every delegated role is verified against the
+// delegation that leads to it, each time it is reached: its bytes are kept
+// (they match the snapshot, whoever delegates), never the verdict, so a
+// role first trusted through one delegator is not trusted through another
+// whose keys it does not meet (go-tuf's updater reuses it by name; that is
+// the conformance suite's "diamond" case, and why the walk is here).
 //
-// What it works around in go-tuf v2.4.2: updater.New overwrites the cached
-// root with the root it is given, so New passes the newest trusted root it
-// has (the cached one, unless the bootstrap root is newer); DownloadTarget
-// holds the whole file in memory, so targets are streamed here; Refresh
-// runs once per updater, so a Client is good for one refresh.
+// What it keeps: with a cache directory, the trusted metadata persists
+// between runs under unversioned names (root.json, timestamp.json,
+// snapshot.json, targets.json, and each delegated role as its
+// percent-encoded name + ".json"), so rollback and freeze protection hold
+// across runs: a repository that serves an older timestamp or snapshot than
+// one seen before is refused. Each file is written by atomicfile (temporary
+// file, fsync, rename, directory fsync). A cached file that no longer
+// verifies (keys rotated, expired, corrupt) is ignored and fetched again,
+// as the specification's fast-forward recovery needs.
 //
-// It never writes outside the cache directory and the output directory of
-// Download, and never trusts a target byte before its verdict (Finish, or
-// io.EOF from the stream).
+// Offline: Options.OfflineGrace accepts a timestamp and a snapshot that
+// expired at most that long ago (never a root or targets role that has
+// expired, never a version that goes back); GraceUsed says whether it was
+// needed. OpenBundle opens an offline bundle (a directory or a tar file
+// made by `tuftool export`) as metadata and targets locations that the same
+// client verifies.
+//
+// It never writes outside the cache directory and the output paths it is
+// given, and never trusts a target byte before its verdict (Finish, or
+// io.EOF from the stream). A Client is not safe for concurrent use.
 package tufclient
 
 import (
+	"bytes"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
-	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/fetch"
+	"github.com/updog/updog/internal/safefile"
 )
 
 // Sentinel errors: go-tuf's typed errors, translated, so callers need not
 // know go-tuf. The go-tuf error stays in the chain (errors.As finds it).
 var (
 	// ErrExpired means trusted metadata has expired (a frozen repository, or
-	// a clock far ahead).
+	// a clock far ahead). The error is an *ExpiredError when the role is
+	// known.
 	ErrExpired = errors.New("tufclient: metadata has expired")
 	// ErrRollback means the repository offered metadata older than what this
 	// client already trusts.
@@ -58,14 +77,20 @@ var (
 	// keys.
 	ErrSignature = errors.New("tufclient: metadata is not signed by enough trusted keys")
 	// ErrMetadata means metadata failed another check (hash, length, type,
-	// malformed JSON).
+	// malformed JSON, a malformed delegation).
 	ErrMetadata = errors.New("tufclient: bad metadata")
-	// ErrNoTarget means the signed targets do not list the name.
+	// ErrNoTarget means the signed targets do not list the name (or no role
+	// trusted for it does).
 	ErrNoTarget = errors.New("tufclient: no such target")
-	// ErrTargetName means a target name could escape the output directory.
+	// ErrTargetName means a target name could escape the output directory
+	// or the targets location.
 	ErrTargetName = errors.New("tufclient: bad target name")
 	// ErrUnreachable means the repository could not be reached.
 	ErrUnreachable = errors.New("tufclient: repository unreachable")
+	// ErrRefreshed means Refresh was called twice on one Client.
+	ErrRefreshed = errors.New("tufclient: a Client refreshes once")
+	// ErrNotRefreshed means a target was asked for before Refresh succeeded.
+	ErrNotRefreshed = errors.New("tufclient: metadata not refreshed")
 )
 
 // Error pairs one of the sentinels above with the error it classifies.
@@ -77,29 +102,64 @@ type Error struct {
 func (e *Error) Error() string   { return e.Err.Error() }
 func (e *Error) Unwrap() []error { return []error{e.Kind, e.Err} }
 
+// ExpiredError says which role expired, when, and the reference time it
+// was checked against. It matches ErrExpired and go-tuf's
+// *metadata.ErrExpiredMetadata.
+type ExpiredError struct {
+	Role    string
+	Version int64
+	Expires time.Time
+	Now     time.Time
+	// Grace is the offline grace that was allowed (timestamp and snapshot
+	// only).
+	Grace time.Duration
+}
+
+func (e *ExpiredError) Error() string {
+	s := fmt.Sprintf("%s version %d expired at %s (reference time %s, %s ago)", e.Role, e.Version,
+		e.Expires.UTC().Format(time.RFC3339), e.Now.UTC().Format(time.RFC3339), e.Now.Sub(e.Expires).Round(time.Second))
+	if e.Grace > 0 {
+		s += fmt.Sprintf(", more than the offline grace of %s", e.Grace)
+	}
+	return s
+}
+
+// Unwrap makes an ExpiredError match ErrExpired and go-tuf's type.
+func (e *ExpiredError) Unwrap() []error {
+	return []error{ErrExpired, &metadata.ErrExpiredMetadata{Msg: e.Role + " is expired"}}
+}
+
 // classify wraps err with the sentinel that fits it.
 func classify(err error) error {
 	if err == nil {
 		return nil
 	}
 	var (
+		ours *Error
 		exp  *metadata.ErrExpiredMetadata
 		ver  *metadata.ErrBadVersionNumber
 		sig  *metadata.ErrUnsignedMetadata
 		dl   *metadata.ErrDownload
 		dlh  *metadata.ErrDownloadHTTP
+		dll  *metadata.ErrDownloadLengthMismatch
 		repo *metadata.ErrRepository
+		val  *metadata.ErrValue
+		typ  *metadata.ErrType
 	)
 	switch {
+	case errors.As(err, &ours), errors.Is(err, ErrExpired), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
 	case errors.As(err, &exp):
 		return &Error{ErrExpired, err}
 	case errors.As(err, &ver):
 		return &Error{ErrRollback, err}
 	case errors.As(err, &sig):
 		return &Error{ErrSignature, err}
+	case errors.As(err, &dll):
+		return &Error{ErrMetadata, err}
 	case errors.As(err, &dlh), errors.As(err, &dl), errors.Is(err, fetch.ErrStalled):
 		return &Error{ErrUnreachable, err}
-	case errors.As(err, &repo):
+	case errors.As(err, &repo), errors.As(err, &val), errors.As(err, &typ):
 		return &Error{ErrMetadata, err}
 	}
 	return err
@@ -109,9 +169,18 @@ func classify(err error) error {
 const (
 	// MaxRootRotations bounds the root versions walked in one refresh.
 	MaxRootRotations = 256
+	// MaxDelegations bounds the roles visited in one search for a target
+	// (python-tuf's and go-tuf's default).
+	MaxDelegations = 32
 	// MaxSmallTarget bounds targets read into memory with ReadTarget (the
 	// manifest).
 	MaxSmallTarget = 16 << 20
+	// Metadata sizes accepted when the listing metadata gives no length
+	// (go-tuf's and python-tuf's defaults).
+	RootMaxLength      = 512000
+	TimestampMaxLength = 16384
+	SnapshotMaxLength  = 2000000
+	TargetsMaxLength   = 5000000
 )
 
 // Options configure a Client.
@@ -125,18 +194,44 @@ type Options struct {
 	// CacheDir keeps the trusted metadata between runs; "" keeps nothing
 	// (every run starts from Root).
 	CacheDir string
-	// Now is the reference time for expiry (default time.Now).
-	Now     func() time.Time
-	Fetcher *fetch.Fetcher
-	Logger  *slog.Logger
+	// Now is the reference time for expiry (default time.Now), read once,
+	// in New: the specification's fixed update start time.
+	Now func() time.Time
+	// OfflineGrace accepts timestamp and snapshot metadata expired by at
+	// most this long (for hosts that update from an offline bundle). Root
+	// and targets metadata get none, and no version may go back.
+	OfflineGrace time.Duration
+	// MaxDelegations bounds the roles visited in one search (default
+	// MaxDelegations).
+	MaxDelegations int
+	Fetcher        *fetch.Fetcher
+	Logger         *slog.Logger
 }
 
 // Client is one refresh of a repository and the targets read through it.
 type Client struct {
 	o          Options
-	up         *updater.Updater
-	consistent bool
 	f          *fetch.Fetcher
+	log        *slog.Logger
+	tm         *trustedmetadata.TrustedMetadata
+	now        time.Time
+	refreshed  bool
+	refreshErr bool
+	ctx        context.Context // of Refresh, for Target (which has none)
+	// roles holds the bytes of delegated roles: checked against the
+	// snapshot, to be verified against each delegation that reaches them.
+	roles map[string]*roleBytes
+	// files are the verified metadata files by their name in the
+	// repository (N.root.json, timestamp.json, ...), for Metadata.
+	files map[string][]byte
+}
+
+// roleBytes is a delegated role's metadata as the snapshot lists it.
+type roleBytes struct {
+	raw []byte
+	// remote is set when raw came from the repository in this run (not
+	// from the cache): no second fetch can do better.
+	remote bool
 }
 
 // New prepares a client; nothing is fetched until Refresh.
@@ -147,108 +242,342 @@ func New(o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.MaxDelegations <= 0 {
+		o.MaxDelegations = MaxDelegations
+	}
+	if o.OfflineGrace < 0 {
+		return nil, fmt.Errorf("tufclient: negative offline grace %s", o.OfflineGrace)
+	}
 	if o.MetadataURL == "" || o.TargetsURL == "" {
 		return nil, errors.New("tufclient: metadata and targets locations are required")
 	}
-	root, err := trustedRoot(o)
-	if err != nil {
-		return nil, err
+	now := time.Now()
+	if o.Now != nil {
+		now = o.Now()
 	}
-	cfg, err := config.New(o.MetadataURL, root)
-	if err != nil {
-		return nil, fmt.Errorf("tufclient: %w", err)
-	}
-	cfg.Fetcher = o.Fetcher
-	cfg.RemoteTargetsURL = o.TargetsURL
-	cfg.MaxRootRotations = MaxRootRotations
-	if o.CacheDir == "" {
-		cfg.DisableLocalCache = true
-	} else {
+	c := &Client{o: o, f: o.Fetcher, log: o.Logger, now: now.UTC(),
+		roles: map[string]*roleBytes{}, files: map[string][]byte{}}
+	if o.CacheDir != "" {
 		if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
 			return nil, err
 		}
-		cfg.LocalMetadataDir = o.CacheDir
-		cfg.LocalTargetsDir = filepath.Join(o.CacheDir, "targets-unused")
 	}
-	up, err := updater.New(cfg)
+	tm, raw, err := c.trustedRoot()
 	if err != nil {
-		return nil, classify(fmt.Errorf("tufclient: loading the trusted root: %w", err))
-	}
-	if o.Now != nil {
-		up.UnsafeSetRefTime(o.Now())
-	}
-	return &Client{o: o, up: up, f: o.Fetcher}, nil
-}
-
-// trustedRoot picks the newest root this host trusts: the cached one (it
-// was verified when it was cached) or the bootstrap root, whichever has the
-// higher version.
-func trustedRoot(o Options) ([]byte, error) {
-	boot, err := metadata.Root().FromBytes(o.Root)
-	if err != nil {
-		return nil, &Error{ErrMetadata, fmt.Errorf("tufclient: the trusted root is not a TUF root: %w", err)}
-	}
-	if o.CacheDir == "" {
-		return o.Root, nil
-	}
-	cached, err := os.ReadFile(filepath.Join(o.CacheDir, "root.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		return o.Root, nil
-	} else if err != nil {
 		return nil, err
 	}
-	c, err := metadata.Root().FromBytes(cached)
-	if err != nil {
-		o.Logger.Warn("the cached root is unreadable; starting from the trusted root", "err", err)
-		return o.Root, nil
-	}
-	if c.Signed.Version >= boot.Signed.Version {
-		return cached, nil
-	}
-	return o.Root, nil
-}
-
-// Refresh runs the TUF client workflow once. Errors match the sentinels
-// above.
-func (c *Client) Refresh(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	err := c.up.Refresh()
+	c.tm = tm
+	c.files[rootFile(tm.Root.Signed.Version)] = raw
+	// The cache holds the root trusted now (the bootstrap root, when it is
+	// newer than the cached one or nothing is cached).
 	if c.o.CacheDir != "" {
-		if serr := syncCache(c.o.CacheDir); serr != nil && err == nil {
-			err = serr
+		if cached, err := safefile.ReadFile(c.cachePath(metadata.ROOT), RootMaxLength); err != nil || !bytes.Equal(cached, raw) {
+			if err := c.persist(metadata.ROOT, raw); err != nil {
+				return nil, err
+			}
 		}
 	}
+	return c, nil
+}
+
+func rootFile(v int64) string { return strconv.FormatInt(v, 10) + ".root.json" }
+
+// trustedRoot loads the newest root this host trusts: the cached one (it
+// was verified when it was cached) or the bootstrap root, whichever has the
+// higher version and verifies (signed by its own threshold).
+func (c *Client) trustedRoot() (*trustedmetadata.TrustedMetadata, []byte, error) {
+	boot, err := metadata.Root().FromBytes(c.o.Root)
 	if err != nil {
-		return classify(fmt.Errorf("refreshing metadata from %s: %w", c.o.MetadataURL, err))
+		return nil, nil, &Error{ErrMetadata, fmt.Errorf("tufclient: the trusted root is not a TUF root: %w", err)}
 	}
-	c.consistent = c.up.GetTrustedMetadataSet().Root.Signed.ConsistentSnapshot
+	candidates := [][]byte{c.o.Root}
+	if c.o.CacheDir != "" {
+		cached, err := safefile.ReadFile(c.cachePath(metadata.ROOT), RootMaxLength)
+		switch {
+		case err == nil:
+			if r, err := metadata.Root().FromBytes(cached); err != nil {
+				c.log.Warn("the cached root is unreadable; starting from the trusted root", "err", err)
+			} else if r.Signed.Version >= boot.Signed.Version {
+				candidates = [][]byte{cached, c.o.Root}
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			c.log.Warn("the cached root is unusable; starting from the trusted root", "err", err)
+		}
+	}
+	var first error
+	for _, raw := range candidates {
+		tm, err := trustedmetadata.New(raw)
+		if err == nil {
+			return tm, raw, nil
+		}
+		if first == nil {
+			first = err
+		}
+		c.log.Warn("a trusted root does not verify", "err", err)
+	}
+	return nil, nil, classify(fmt.Errorf("tufclient: loading the trusted root: %w", first))
+}
+
+// cachePath is where role's trusted metadata is kept.
+func (c *Client) cachePath(role string) string {
+	return filepath.Join(c.o.CacheDir, EscapeRole(role)+".json")
+}
+
+// readCache returns the cached metadata of role, or nil.
+func (c *Client) readCache(role string, max int64) []byte {
+	if c.o.CacheDir == "" {
+		return nil
+	}
+	b, err := safefile.ReadFile(c.cachePath(role), max)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("ignoring unreadable cached metadata", "role", role, "err", err)
+		}
+		return nil
+	}
+	return b
+}
+
+// persist caches trusted metadata (atomically and durably).
+func (c *Client) persist(role string, data []byte) error {
+	if c.o.CacheDir == "" {
+		return nil
+	}
+	if err := atomicfile.WriteFile(c.cachePath(role), data, 0o644); err != nil {
+		return fmt.Errorf("caching %s metadata: %w", role, err)
+	}
 	return nil
 }
 
-// syncCache makes the metadata go-tuf wrote (by rename, without fsync)
-// durable.
-func syncCache(dir string) error {
-	ents, err := os.ReadDir(dir)
+// fetchMeta reads one metadata file of the repository.
+func (c *Client) fetchMeta(ctx context.Context, file string, max int64) ([]byte, error) {
+	b, err := c.f.Fetch(ctx, fetch.Join(c.o.MetadataURL, file), max)
+	if err != nil {
+		return nil, fmt.Errorf("fetching %s: %w", file, err)
+	}
+	return b, nil
+}
+
+// roleFile is the name of a role's metadata in the repository: versioned
+// under consistent snapshots.
+func (c *Client) roleFile(role string, version int64) string {
+	name := EscapeRole(role) + ".json"
+	if c.tm.Root.Signed.ConsistentSnapshot {
+		return strconv.FormatInt(version, 10) + "." + name
+	}
+	return name
+}
+
+// Refresh runs the top-level part of the TUF client workflow once: root
+// rotation, timestamp, snapshot, targets. Delegated roles are loaded when a
+// target is looked up. Errors match the sentinels above.
+func (c *Client) Refresh(ctx context.Context) error {
+	if c.refreshed || c.refreshErr {
+		return ErrRefreshed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.ctx = ctx
+	if err := c.refresh(ctx); err != nil {
+		c.refreshErr = true
+		return classify(fmt.Errorf("refreshing metadata from %s: %w", c.o.MetadataURL, err))
+	}
+	c.refreshed = true
+	return nil
+}
+
+func (c *Client) refresh(ctx context.Context) error {
+	if err := c.loadRoot(ctx); err != nil {
+		return err
+	}
+	// 5.3.10: the final root must not have expired (no grace for it). The
+	// trusted set checks again with its own reference time.
+	if r := c.tm.Root.Signed; r.IsExpired(c.now) {
+		return &ExpiredError{Role: metadata.ROOT, Version: r.Version, Expires: r.Expires, Now: c.now}
+	}
+	c.tm.RefTime = c.now.Add(-c.o.OfflineGrace)
+	if err := c.loadTimestamp(ctx); err != nil {
+		return err
+	}
+	if err := c.loadSnapshot(ctx); err != nil {
+		return err
+	}
+	return c.loadTopTargets(ctx)
+}
+
+// loadRoot walks root versions up from the trusted one (5.3): each must be
+// signed by the previous root's threshold and its own, with the next
+// version. A 404 (or 403, as S3 answers for a missing object) ends it.
+func (c *Client) loadRoot(ctx context.Context) error {
+	lower := c.tm.Root.Signed.Version + 1
+	for v := lower; v < lower+MaxRootRotations; v++ {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		data, err := c.fetchMeta(ctx, rootFile(v), RootMaxLength)
+		if err != nil {
+			var he *metadata.ErrDownloadHTTP
+			if errors.As(err, &he) && (he.StatusCode == http.StatusNotFound || he.StatusCode == http.StatusForbidden) {
+				return nil
+			}
+			return err
+		}
+		if _, err := c.tm.UpdateRoot(data); err != nil {
+			return fmt.Errorf("root version %d: %w", v, err)
+		}
+		if err := c.persist(metadata.ROOT, data); err != nil {
+			return err
+		}
+		c.files[rootFile(v)] = data
+		c.log.Debug("trusted a new root", "version", v)
+	}
+	return nil
+}
+
+// loadTimestamp (5.4): the cached timestamp, when it still verifies, is
+// the reference for rollback checks; the repository's is then fetched and
+// replaces it unless it has the same version.
+func (c *Client) loadTimestamp(ctx context.Context) error {
+	if local := c.readCache(metadata.TIMESTAMP, TimestampMaxLength); local != nil {
+		if _, err := c.tm.UpdateTimestamp(local); err != nil {
+			// Expired, or no longer signed by the trusted keys (rotated):
+			// an expired one still serves the rollback check.
+			c.log.Debug("the cached timestamp is not final", "err", err)
+		}
+	}
+	data, err := c.fetchMeta(ctx, "timestamp.json", TimestampMaxLength)
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
+	if _, err := c.tm.UpdateTimestamp(data); err != nil {
+		if errors.Is(err, &metadata.ErrEqualVersionNumber{}) {
+			// The repository has nothing newer: keep what we trust (its
+			// expiry is checked before the snapshot is loaded).
+			c.files["timestamp.json"] = c.readCache(metadata.TIMESTAMP, TimestampMaxLength)
+			return c.timestampFinal()
 		}
-		f, err := os.Open(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return err
-		}
-		err = f.Sync()
-		f.Close()
-		if err != nil {
-			return err
+		return c.expired(err, metadata.TIMESTAMP)
+	}
+	c.files["timestamp.json"] = data
+	return c.persist(metadata.TIMESTAMP, data)
+}
+
+// timestampFinal reports an expired trusted timestamp.
+func (c *Client) timestampFinal() error {
+	ts := c.tm.Timestamp
+	if ts != nil && ts.Signed.IsExpired(c.tm.RefTime) {
+		return &ExpiredError{Role: metadata.TIMESTAMP, Version: ts.Signed.Version, Expires: ts.Signed.Expires, Now: c.now, Grace: c.o.OfflineGrace}
+	}
+	return nil
+}
+
+// expired turns go-tuf's expiry of a timestamp or snapshot into an
+// *ExpiredError naming the version and dates.
+func (c *Client) expired(err error, role string) error {
+	var exp *metadata.ErrExpiredMetadata
+	if !errors.As(err, &exp) {
+		return err
+	}
+	switch {
+	case role == metadata.TIMESTAMP && c.tm.Timestamp != nil:
+		s := c.tm.Timestamp.Signed
+		return &ExpiredError{Role: role, Version: s.Version, Expires: s.Expires, Now: c.now, Grace: c.o.OfflineGrace}
+	case role == metadata.SNAPSHOT && c.tm.Snapshot != nil:
+		s := c.tm.Snapshot.Signed
+		return &ExpiredError{Role: role, Version: s.Version, Expires: s.Expires, Now: c.now, Grace: c.o.OfflineGrace}
+	}
+	return err
+}
+
+// loadSnapshot (5.5): the cached snapshot is used as it is when it is the
+// one the timestamp names; otherwise it serves the rollback check and the
+// repository's is fetched.
+func (c *Client) loadSnapshot(ctx context.Context) error {
+	if local := c.readCache(metadata.SNAPSHOT, SnapshotMaxLength); local != nil {
+		if _, err := c.tm.UpdateSnapshot(local, true); err == nil {
+			c.log.Debug("the cached snapshot is current")
+			c.files[c.roleFile(metadata.SNAPSHOT, c.tm.Snapshot.Signed.Version)] = local
+			return nil
+		} else {
+			c.log.Debug("the cached snapshot is not final", "err", err)
 		}
 	}
-	return atomicfile.SyncDir(dir)
+	// An expired timestamp stops here (the trusted set would say so too).
+	if err := c.timestampFinal(); err != nil {
+		return err
+	}
+	meta := c.tm.Timestamp.Signed.Meta["snapshot.json"]
+	if meta == nil {
+		return &metadata.ErrRepository{Msg: "the timestamp lists no snapshot.json"}
+	}
+	file := c.roleFile(metadata.SNAPSHOT, meta.Version)
+	data, err := c.fetchMeta(ctx, file, lengthOr(meta.Length, SnapshotMaxLength))
+	if err != nil {
+		return err
+	}
+	if _, err := c.tm.UpdateSnapshot(data, false); err != nil {
+		return c.expired(err, metadata.SNAPSHOT)
+	}
+	c.files[file] = data
+	return c.persist(metadata.SNAPSHOT, data)
+}
+
+func lengthOr(n, max int64) int64 {
+	if n > 0 {
+		return n
+	}
+	return max
+}
+
+// loadTopTargets (5.6): the cached targets when the snapshot names its
+// version (and hashes), else the repository's.
+func (c *Client) loadTopTargets(ctx context.Context) error {
+	if local := c.readCache(metadata.TARGETS, TargetsMaxLength); local != nil {
+		if err := c.updateTopTargets(local); err == nil {
+			c.files[c.roleFile(metadata.TARGETS, c.tm.Targets[metadata.TARGETS].Signed.Version)] = local
+			return nil
+		} else {
+			c.log.Debug("the cached targets are not current", "err", err)
+		}
+	}
+	meta := c.tm.Snapshot.Signed.Meta["targets.json"]
+	if meta == nil {
+		return &metadata.ErrRepository{Msg: "the snapshot lists no targets.json"}
+	}
+	// The snapshot must not have expired (the trusted set checks it too).
+	if s := c.tm.Snapshot.Signed; s.IsExpired(c.tm.RefTime) {
+		return &ExpiredError{Role: metadata.SNAPSHOT, Version: s.Version, Expires: s.Expires, Now: c.now, Grace: c.o.OfflineGrace}
+	}
+	file := c.roleFile(metadata.TARGETS, meta.Version)
+	data, err := c.fetchMeta(ctx, file, lengthOr(meta.Length, TargetsMaxLength))
+	if err != nil {
+		return err
+	}
+	if err := c.updateTopTargets(data); err != nil {
+		return err
+	}
+	c.files[file] = data
+	return c.persist(metadata.TARGETS, data)
+}
+
+// updateTopTargets verifies targets metadata with the trusted set, then
+// checks what the set cannot: its expiry without grace, and its
+// delegations' form.
+func (c *Client) updateTopTargets(data []byte) error {
+	md, err := c.tm.UpdateTargets(data)
+	if err != nil {
+		return err
+	}
+	if md.Signed.IsExpired(c.now) {
+		delete(c.tm.Targets, metadata.TARGETS)
+		return &ExpiredError{Role: metadata.TARGETS, Version: md.Signed.Version, Expires: md.Signed.Expires, Now: c.now}
+	}
+	if err := checkDelegations(metadata.TARGETS, md.Signed.Delegations); err != nil {
+		delete(c.tm.Targets, metadata.TARGETS)
+		return err
+	}
+	return nil
 }
 
 // Versions are the trusted versions of the top-level roles after Refresh.
@@ -260,7 +589,7 @@ type Versions struct {
 
 // Versions reports the trusted versions.
 func (c *Client) Versions() Versions {
-	t := c.up.GetTrustedMetadataSet()
+	t := c.tm
 	v := Versions{}
 	if t.Root != nil {
 		v.Root, v.Expires = t.Root.Signed.Version, t.Root.Signed.Expires
@@ -285,214 +614,61 @@ func (c *Client) Versions() Versions {
 	return v
 }
 
-// Target returns the signed description of a target (delegations
-// included), or an error matching ErrNoTarget.
-func (c *Client) Target(name string) (*metadata.TargetFiles, error) {
-	tf, err := c.up.GetTargetInfo(name)
-	if err != nil {
-		var he *metadata.ErrDownloadHTTP
-		if errors.As(err, &he) || errors.Is(err, fetch.ErrStalled) {
-			return nil, classify(err)
-		}
-		var rep *metadata.ErrRepository
-		if errors.As(err, &rep) {
-			return nil, classify(fmt.Errorf("target %s: %w", name, err))
-		}
-		return nil, &Error{ErrNoTarget, fmt.Errorf("target %s: %w", name, err)}
+// GraceUsed reports whether Refresh accepted an expired timestamp or
+// snapshot under Options.OfflineGrace, and by how long the earlier of them
+// had expired at the reference time.
+func (c *Client) GraceUsed() (bool, time.Duration) {
+	if !c.refreshed {
+		return false, 0
 	}
-	return tf, nil
+	var by time.Duration
+	for _, e := range []time.Time{c.tm.Timestamp.Signed.Expires, c.tm.Snapshot.Signed.Expires} {
+		if c.now.After(e) && c.now.Sub(e) > by {
+			by = c.now.Sub(e)
+		}
+	}
+	return by > 0, by
 }
 
-// Names lists the top-level targets.
+// Now is the reference time the client checks expiry against.
+func (c *Client) Now() time.Time { return c.now }
+
+// ConsistentSnapshot reports whether the trusted root uses consistent
+// snapshots (versioned metadata names, hash-prefixed target names).
+func (c *Client) ConsistentSnapshot() bool { return c.tm.Root.Signed.ConsistentSnapshot }
+
+// Names lists the targets of the top-level targets role.
 func (c *Client) Names() []string {
 	var names []string
-	for n := range c.up.GetTopLevelTargets() {
-		names = append(names, n)
+	if tg := c.tm.Targets[metadata.TARGETS]; tg != nil {
+		for n := range tg.Signed.Targets {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	return names
 }
 
-// URL is where a target's bytes are: under consistent snapshots its name
-// is prefixed with its sha256, as go-tuf and tough store them.
-func (c *Client) URL(tf *metadata.TargetFiles) string {
-	name := tf.Path
-	if c.consistent {
-		dir, base := path.Split(name)
-		h := hex.EncodeToString(tf.Hashes["sha256"])
-		if h == "" {
-			for _, v := range tf.Hashes {
-				h = hex.EncodeToString(v)
-				break
-			}
+// File is one metadata file as the repository names it.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// Metadata returns the metadata files this client has verified, by their
+// names in the repository (N.root.json from the trusted root's version up,
+// timestamp.json, the snapshot, targets, and the delegated roles the
+// searches so far have verified), sorted by name: what another client
+// needs to verify the same targets offline.
+func (c *Client) Metadata() []File {
+	out := make([]File, 0, len(c.files))
+	for n, b := range c.files {
+		if b != nil {
+			out = append(out, File{Name: n, Data: b})
 		}
-		name = dir + h + "." + base
 	}
-	return fetch.Join(c.o.TargetsURL, name)
-}
-
-// Stream is one target being read: Read returns its bytes as they arrive,
-// checked against the signed length (never more, never less) and, at the
-// end, the signed hashes. Nothing read is trustworthy until Finish returns
-// nil (or Read returns io.EOF).
-type Stream struct {
-	*fetch.Verifier
-	body io.ReadCloser
-	// Target is the signed description of the target.
-	Target *metadata.TargetFiles
-}
-
-// Close releases the connection.
-func (s *Stream) Close() error { return s.body.Close() }
-
-// Resumes is how many times the download resumed after an interruption.
-func (s *Stream) Resumes() int {
-	if r, ok := s.body.(interface{ Resumes() int }); ok {
-		return r.Resumes()
-	}
-	return 0
-}
-
-// Open starts streaming a target.
-func (c *Client) Open(ctx context.Context, name string) (*Stream, error) {
-	tf, err := c.Target(name)
-	if err != nil {
-		return nil, err
-	}
-	return c.OpenTarget(ctx, tf)
-}
-
-// OpenTarget starts streaming a target already looked up.
-func (c *Client) OpenTarget(ctx context.Context, tf *metadata.TargetFiles) (*Stream, error) {
-	hashes := map[string][]byte{}
-	for alg, sum := range tf.Hashes {
-		hashes[alg] = sum
-	}
-	body, err := c.f.OpenResumable(ctx, c.URL(tf), tf.Length)
-	if err != nil {
-		return nil, classify(fmt.Errorf("target %s: %w", tf.Path, err))
-	}
-	v, err := fetch.NewVerifier(body, tf.Length, hashes)
-	if err != nil {
-		body.Close()
-		return nil, fmt.Errorf("target %s: %w", tf.Path, err)
-	}
-	return &Stream{Verifier: v, body: body, Target: tf}, nil
-}
-
-// ReadTarget reads a small target (at most max bytes, at most
-// MaxSmallTarget) into memory after checking it.
-func (c *Client) ReadTarget(ctx context.Context, name string, max int64) ([]byte, error) {
-	if max <= 0 || max > MaxSmallTarget {
-		max = MaxSmallTarget
-	}
-	tf, err := c.Target(name)
-	if err != nil {
-		return nil, err
-	}
-	if tf.Length > max {
-		return nil, fmt.Errorf("%w: target %s is %d bytes, more than the %d accepted", ErrMetadata, name, tf.Length, max)
-	}
-	s, err := c.OpenTarget(ctx, tf)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	b, err := io.ReadAll(s)
-	if err != nil {
-		return nil, fmt.Errorf("target %s: %w", name, err)
-	}
-	return b, nil
-}
-
-// Progress receives byte counts while targets download.
-type Progress interface {
-	Start(name string, total int64)
-	Add(n int)
-	Finish()
-}
-
-// Downloaded describes one downloaded target.
-type Downloaded struct {
-	Name   string `json:"name"`
-	Length int64  `json:"length"`
-	SHA256 string `json:"sha256"`
-}
-
-// Download streams the named targets (all top-level targets when names is
-// empty) into outdir, each checked while it is written, into a temporary
-// file renamed into place only after its verdict. A target that fails is
-// removed, never left in place.
-func (c *Client) Download(ctx context.Context, names []string, outdir string, prog Progress) ([]Downloaded, error) {
-	if len(names) == 0 {
-		names = c.Names()
-	}
-	if err := os.MkdirAll(outdir, 0o755); err != nil {
-		return nil, err
-	}
-	var got []Downloaded
-	for _, name := range names {
-		if !filepath.IsLocal(filepath.FromSlash(name)) {
-			return got, fmt.Errorf("%w: %q would be written outside %s", ErrTargetName, name, outdir)
-		}
-		d, err := c.downloadOne(ctx, name, outdir, prog)
-		if err != nil {
-			return got, fmt.Errorf("target %s: %w", name, err)
-		}
-		got = append(got, d)
-	}
-	return got, nil
-}
-
-func (c *Client) downloadOne(ctx context.Context, name, outdir string, prog Progress) (Downloaded, error) {
-	s, err := c.Open(ctx, name)
-	if err != nil {
-		return Downloaded{}, err
-	}
-	defer s.Close()
-	dst := filepath.Join(outdir, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return Downloaded{}, err
-	}
-	if prog != nil {
-		prog.Start(name, s.Target.Length)
-		defer prog.Finish()
-	}
-	err = atomicfile.Write(dst, 0o644, func(w io.Writer) error {
-		var r io.Reader = s
-		if prog != nil {
-			r = io.TeeReader(s, progressWriter{prog})
-		}
-		if _, err := io.Copy(w, ctxReader{ctx, r}); err != nil {
-			return err
-		}
-		_, err := s.Finish()
-		return err
-	})
-	if err != nil {
-		return Downloaded{}, err
-	}
-	return Downloaded{Name: name, Length: s.Target.Length, SHA256: hex.EncodeToString(s.Target.Hashes["sha256"])}, nil
-}
-
-type progressWriter struct{ p Progress }
-
-func (w progressWriter) Write(b []byte) (int, error) {
-	w.p.Add(len(b))
-	return len(b), nil
-}
-
-// ctxReader stops a copy loop when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // IsNotFound reports whether err is a 404 (or a missing local file).

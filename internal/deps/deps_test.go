@@ -100,6 +100,12 @@ func TestImportRules(t *testing.T) {
 		"internal/safefile":   {mod},
 		"internal/sysutil":    {mod},
 		"internal/fetch":      {mod},
+		// The FleetLock client and the maintenance windows: standard
+		// library only.
+		"internal/fleetlock": {mod, "github.com", "go.etcd.io", "golang.org/x", "google.golang.org"},
+		"internal/window":    {mod, "github.com", "go.etcd.io", "golang.org/x", "google.golang.org"},
+		"lockd":              {mod + "updater", mod + "repo", mod + "signing", mod + "image", mod + "gptprio", "github.com/spf13/pflag"},
+		"internal/fleettest": {"go.etcd.io", "google.golang.org/grpc", mod + "lockd"},
 	}
 	// allow lists what a package may depend on although a forbid prefix
 	// covers it.
@@ -128,9 +134,22 @@ func TestImportRules(t *testing.T) {
 			}
 		}
 	}
+	// etcd and gRPC only in the lock server.
+	etcdOK := map[string]bool{"lockd": true, "cmd/updog-lockd": true}
+	for name, p := range pkgs {
+		if etcdOK[name] {
+			continue
+		}
+		for _, dep := range p.Deps {
+			if matches(dep, []string{"go.etcd.io", "google.golang.org/grpc"}) {
+				t.Errorf("%s must not link etcd (only lockd and cmd/updog-lockd may): %s", name, chain(pkgs, mod+name, dep))
+				break
+			}
+		}
+	}
 	for name, p := range pkgs {
 		for _, dep := range p.Deps {
-			if dep == mod+"internal/disktest" || dep == mod+"internal/testutil" {
+			if dep == mod+"internal/disktest" || dep == mod+"internal/testutil" || dep == mod+"internal/fleettest" {
 				t.Errorf("non-test code %s links test helper %s: %s", name, dep, chain(pkgs, mod+name, dep))
 			}
 		}

@@ -42,17 +42,27 @@ const (
 // partitions sharing what is left. For a 2 GiB disk this is exactly the
 // layout of Bottlerocket's 2 GiB image (ROOT = 920 MiB). Set A is marked as
 // a fresh build marks it: priority 1, successful.
+//
+// Past about 2.8 GiB the ROOT partitions are larger than the dm-verity hash
+// tree a 10 MiB HASH partition holds (about 1.27 GiB of data with 4096-byte
+// blocks and sha256); the HASH partitions then grow, in whole MiB, to hold
+// the tree of a full ROOT partition, and ROOT shrinks by as much.
 func BottlerocketPlan(diskBytes int64) ([]PartSpec, error) {
 	rootMiB := (diskBytes/mib - fixedMiB) / 2
 	if rootMiB < 1 {
 		return nil, fmt.Errorf("image: a %d-byte disk is too small for the Bottlerocket layout (needs more than %d MiB)", diskBytes, fixedMiB)
+	}
+	setHashMiB := int64(hashMiB)
+	for HashTreeBytes(rootMiB*mib) > setHashMiB*mib {
+		setHashMiB++
+		rootMiB--
 	}
 	m := func(n int64) int64 { return n * mib }
 	set := func(s string) []PartSpec {
 		return []PartSpec{
 			{Name: "BOTTLEROCKET-BOOT-" + s, Type: gptprio.TypeBoot, Bytes: m(bootMiB)},
 			{Name: "BOTTLEROCKET-ROOT-" + s, Type: gptprio.TypeRoot, Bytes: m(rootMiB)},
-			{Name: "BOTTLEROCKET-HASH-" + s, Type: gptprio.TypeHash, Bytes: m(hashMiB)},
+			{Name: "BOTTLEROCKET-HASH-" + s, Type: gptprio.TypeHash, Bytes: m(setHashMiB)},
 			{Name: "BOTTLEROCKET-RESERVED-" + s, Type: TypeReserved, Bytes: m(reservedMiB)},
 		}
 	}
@@ -68,6 +78,20 @@ func BottlerocketPlan(diskBytes int64) ([]PartSpec, error) {
 		PartSpec{Name: "", Type: TypeMarker, Bytes: m(markerMiB)})
 	plan[2].Attr = gptprio.Attr(0).WithPriority(1).WithSuccessful(true)
 	return plan, nil
+}
+
+// HashTreeBytes is the size of the hash image (superblock and tree) that
+// veritysetup's defaults (sha256, 4096-byte data and hash blocks, a
+// superblock) give for dataBytes of data: what a HASH partition must hold.
+func HashTreeBytes(dataBytes int64) int64 {
+	const block, perBlock = 4096, 4096 / 32
+	n := (dataBytes + block - 1) / block
+	blocks := int64(1) // the superblock
+	for n > 1 {
+		n = (n + perBlock - 1) / perBlock
+		blocks += n
+	}
+	return blocks * block
 }
 
 // PartitionID returns the unique partition GUID CreateDisk gives partition

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/disktest"
 	"github.com/updog/updog/internal/testutil"
+	"github.com/updog/updog/verity"
 )
 
 // TestBottlerocketPlanMatchesFixture lays out a 2 GiB disk and compares
@@ -84,5 +86,64 @@ func TestNewTableRefuses(t *testing.T) {
 	}
 	if _, err := NewTable(512<<20, 4096, plan, gptprio.GUID{1}); err != nil {
 		t.Errorf("a good disk: %v", err)
+	}
+}
+
+// TestPlanHashGrows: past the size a 10 MiB HASH partition covers, HASH
+// grows to hold the tree of a full ROOT partition; below it, the plan keeps
+// Bottlerocket's 10 MiB.
+func TestPlanHashGrows(t *testing.T) {
+	for _, size := range []int64{2 << 30, 3 << 30, 8 << 30, 64 << 30} {
+		plan, err := BottlerocketPlan(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var root, hash, total int64
+		for _, p := range plan {
+			total += p.Bytes
+			switch p.Name {
+			case "BOTTLEROCKET-ROOT-A":
+				root = p.Bytes
+			case "BOTTLEROCKET-HASH-A":
+				hash = p.Bytes
+			}
+		}
+		if HashTreeBytes(root) > hash {
+			t.Errorf("%d: a %d-byte root needs %d bytes of tree, HASH has %d", size, root, HashTreeBytes(root), hash)
+		}
+		if size <= 2<<30 && hash != 10<<20 {
+			t.Errorf("%d: HASH is %d, not Bottlerocket's 10 MiB", size, hash)
+		}
+		if hash > 10<<20 && HashTreeBytes(root+2<<20) <= hash-1<<20 {
+			t.Errorf("%d: HASH %d is larger than it needs to be for ROOT %d", size, hash, root)
+		}
+		if total+2<<20 > size {
+			t.Errorf("%d: the plan takes %d bytes", size, total)
+		}
+		d := disktest.New(size, 512)
+		if _, err := CreateDisk(d, plan, gptprio.GUID{1}); err != nil {
+			t.Errorf("%d: %v", size, err)
+		}
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// TestHashTreeBytesMatchesVerity: the plan's estimate is the hash device
+// size the verity package builds.
+func TestHashTreeBytesMatchesVerity(t *testing.T) {
+	for _, n := range []int64{2, 128, 129, 128 * 128, 128*128 + 1, 25600} {
+		tree, err := verity.Build(context.Background(), zeroReader{}, n*4096, verity.DefaultParams())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := HashTreeBytes(n * 4096); got != tree.HashDeviceSize {
+			t.Errorf("%d blocks: HashTreeBytes %d, verity %d", n, got, tree.HashDeviceSize)
+		}
 	}
 }

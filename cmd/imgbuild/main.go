@@ -2,10 +2,24 @@
 //
 // Synopsis:
 //
+//	imgbuild build --kernel FILE [--initrd FILE] --rootfs DIR|TARBALL --variant V --arch A --version X
+//	               [--size 2GiB] [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none]
+//	               [--cmdline ARGS] [--name NAME] [--json] --out DIR
 //	imgbuild disk [--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT
 //	imgbuild verity format|verify|dump ...
 //
 // Description:
+//
+//	build turns a kernel, an optional initrd and a root file system (a
+//	directory or a tarball) into a release in the new or empty directory
+//	DIR: a bootable A/B disk image whose set A holds the release (the
+//	root file system made by mke2fs -d, mkfs.erofs or mksquashfs, its
+//	dm-verity hash tree, a BOOT file system with the kernel, the initrd
+//	and boot.conf carrying the kernel command line with the dm-verity
+//	table, an empty FAT ESP), the three compressed update artifacts, and
+//	release.json for "updata add-update --from-release". The same inputs
+//	and SOURCE_DATE_EPOCH give the same bytes. Nothing half-written is
+//	left at DIR on an error or a signal.
 //
 //	disk writes an empty Bottlerocket A/B OS disk image: a GPT with
 //	BIOS-BOOT, EFI-SYSTEM, BOOT/ROOT/HASH/RESERVED for sets A and B,
@@ -14,7 +28,8 @@
 //
 // Options: see imgbuild COMMAND --help.
 //
-// Exit status: 0 success, 1 error, 2 usage error.
+// Exit status: 0 success, 1 error, 2 usage error (bad flag values included),
+// 3 verity verify found corruption.
 package main
 
 import (

@@ -30,6 +30,7 @@ const (
 const topUsage = `Usage: imgbuild COMMAND [options]
 
 Commands:
+  build     build a release: a bootable A/B disk image and its update artifacts
   disk      write an empty Bottlerocket A/B OS disk image
   verity    build, verify and describe dm-verity hash trees
 
@@ -43,6 +44,7 @@ var (
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmds := map[string]func(context.Context, []string) error{
+		"build":  func(ctx context.Context, a []string) error { return runBuild(ctx, a, stdout, stderr) },
 		"disk":   func(ctx context.Context, a []string) error { return runDisk(ctx, a, stdout) },
 		"verity": func(ctx context.Context, a []string) error { return runVerity(ctx, a, stdout) },
 	}

@@ -6,6 +6,7 @@
 //	updata add-update MANIFEST --variant V --arch A --version X [--max-version M]
 //	    --boot NAME --root NAME --hash NAME [--boot-size N --root-size N --hash-size N]
 //	    [--verity-root-hash HEX --verity-salt HEX ...]
+//	updata add-update MANIFEST --from-release release.json [--max-version M] [any option above, to override]
 //	updata remove-update MANIFEST --variant V --arch A --version X
 //	updata set-waves MANIFEST --variant V --arch A --version X --wave-policy FILE --start-at TIME [--json]
 //	updata set-max-version MANIFEST --max-version M [--variant V] [--arch A]

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/updog/updog/image"
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/internal/flock"
@@ -257,7 +258,8 @@ func cmdInit(e *env, args []string) error {
 }
 
 func cmdAdd(e *env, args []string) error {
-	fs, parse := flags("add-update", "MANIFEST --variant V --arch A --version X --boot NAME --root NAME --hash NAME [options]", e)
+	fs, parse := flags("add-update", "MANIFEST {--from-release release.json | --variant V --arch A --version X --boot NAME --root NAME --hash NAME} [options]", e)
+	fromRelease := fs.String("from-release", "", "take the release from `release.json` (imgbuild build writes it); options given as well override it")
 	var r release
 	r.register(fs)
 	maxV := fs.String("max-version", "", "max_version (default: the greater of --version and the variant's current max_version)")
@@ -280,6 +282,11 @@ func cmdAdd(e *env, args []string) error {
 	path, err := parse(args)
 	if err != nil {
 		return err
+	}
+	if *fromRelease != "" {
+		if err := fillFromRelease(fs, *fromRelease, &r, &im, &sizes, &ver); err != nil {
+			return err
+		}
 	}
 	v, err := r.parse("add-update")
 	if err != nil {
@@ -322,6 +329,55 @@ func cmdAdd(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "added %s (max_version %s) to %s\n", u, u.MaxVersion, path)
+	return nil
+}
+
+// fillFromRelease fills every add-update option not given on the command
+// line from a release.json that imgbuild build wrote. The release is
+// checked as imgbuild writes it (image.ParseRelease); what it gives then
+// goes through the same checks as options typed by hand.
+func fillFromRelease(fs *pflag.FlagSet, path string, r *release, im *manifest.Images, sizes *manifest.ImageSizes, ver *manifest.Verity) error {
+	b, err := safefile.ReadFile(path, image.MaxReleaseFile)
+	if err != nil {
+		return fmt.Errorf("--from-release: %w", err)
+	}
+	rel, err := image.ParseRelease(b)
+	if err != nil {
+		return fmt.Errorf("--from-release %s: %w", path, err)
+	}
+	ri := rel.ManifestImages()
+	set := func(flag string, dst *string, v string) {
+		if !fs.Changed(flag) {
+			*dst = v
+		}
+	}
+	set("variant", &r.variant, rel.Variant)
+	set("arch", &r.arch, rel.Arch)
+	set("version", &r.version, rel.Version)
+	set("boot", &im.Boot, ri.Boot)
+	set("root", &im.Root, ri.Root)
+	set("hash", &im.Hash, ri.Hash)
+	set("verity-root-hash", &ver.RootHash, ri.Verity.RootHash)
+	set("verity-salt", &ver.Salt, ri.Verity.Salt)
+	set("verity-hash", &ver.Hash, ri.Verity.Hash)
+	for _, n := range []struct {
+		flag string
+		dst  *int64
+		v    int64
+	}{{"boot-size", &sizes.Boot, ri.Sizes.Boot}, {"root-size", &sizes.Root, ri.Sizes.Root}, {"hash-size", &sizes.Hash, ri.Sizes.Hash}} {
+		if !fs.Changed(n.flag) {
+			*n.dst = n.v
+		}
+	}
+	if !fs.Changed("verity-data-block-size") {
+		ver.DataBlockSize = ri.Verity.DataBlockSize
+	}
+	if !fs.Changed("verity-hash-block-size") {
+		ver.HashBlockSize = ri.Verity.HashBlockSize
+	}
+	if !fs.Changed("verity-data-blocks") {
+		ver.DataBlocks = ri.Verity.DataBlocks
+	}
 	return nil
 }
 

@@ -59,6 +59,9 @@ func (u *Updater) decideFor(ctx context.Context, st *State, co CheckOptions) (*P
 	if err != nil {
 		return plan, nil, nil, in, err
 	}
+	if u.graceUsed > 0 {
+		st.Grace = &GraceUse{At: u.now().UTC(), ExpiredBy: u.graceUsed, From: u.o.From}
+	}
 	in = DecideInput{Manifest: m, Running: running, Lock: u.cfg.VersionLock, Host: host,
 		IgnoreWaves: u.cfg.IgnoreWaves || co.IgnoreWaves, Failed: st.Failed, Now: u.now()}
 	if co.Image != "" {
@@ -113,6 +116,11 @@ func (u *Updater) Check(ctx context.Context, co CheckOptions) (*Plan, error) {
 		return nil, err
 	}
 	plan, _, _, _, err := u.decideFor(ctx, st, co)
+	if u.graceUsed > 0 && u.store.held != nil {
+		if serr := u.store.save(st); serr != nil && err == nil {
+			err = serr
+		}
+	}
 	return plan, err
 }
 
@@ -147,6 +155,9 @@ func (u *Updater) stateWithDisk(ctx context.Context) (*State, error) {
 		return u.store.load()
 	}
 	defer s.close()
+	if u.store.held != nil {
+		s.steadyState(ctx)
+	}
 	if s.st != nil && u.store.held != nil {
 		if err := u.store.save(s.st); err != nil {
 			return nil, err
@@ -177,6 +188,9 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 	if err := s.dual(); err != nil {
 		return nil, err
 	}
+	if !o.DryRun {
+		s.steadyState(ctx)
+	}
 	plan, c, _, _, err := u.decideFor(ctx, s.st, o.CheckOptions)
 	if err != nil {
 		return plan, err
@@ -205,6 +219,23 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 			ErrUnproven, s.active, in)
 	}
 	rel := plan.release()
+	if s.staged(rel) {
+		// Written and verified earlier (the switch waited for a window or
+		// the fleet lock): go straight to the switch.
+		if !o.Apply {
+			return plan, nil
+		}
+		if err := s.permit(ctx, false); err != nil {
+			return plan, err
+		}
+		if err := s.switchTo(ctx, false); err != nil {
+			return plan, err
+		}
+		if o.Reboot {
+			return plan, s.reboot(ctx)
+		}
+		return plan, nil
+	}
 	now := u.now().UTC()
 	s.st.Pending = &Pending{Release: rel, Set: in.String(), Stage: StageWriting, StartedAt: now}
 	action := "update-image"
@@ -217,7 +248,7 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 		return plan, err
 	}
 	rec, err := s.install(ctx, c, plan)
-	s.st.LastAttempt.Ended, s.st.LastAttempt.Resumes = u.now().UTC(), s.lastResumes
+	s.st.LastAttempt.Ended, s.st.LastAttempt.Resumes, s.st.LastAttempt.Note = u.now().UTC(), s.lastResumes, s.note()
 	if err != nil {
 		s.st.Pending = nil
 		s.st.LastAttempt.Outcome, s.st.LastAttempt.Error = "failed", err.Error()
@@ -238,13 +269,27 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 	if !o.Apply {
 		return plan, nil
 	}
+	if err := s.permit(ctx, false); err != nil {
+		return plan, err
+	}
 	if err := s.switchTo(ctx, false); err != nil {
 		return plan, err
 	}
 	if o.Reboot {
-		return plan, u.reboot(ctx)
+		return plan, s.reboot(ctx)
 	}
 	return plan, nil
+}
+
+// staged reports whether the inactive set holds rel, written and
+// verified, and not switched to yet.
+func (s *session) staged(rel Release) bool {
+	in := s.inactive()
+	p := s.st.Pending
+	rec := s.st.Sets[in.String()]
+	a := gptprio.Attrs(s.t, s.l, in)
+	return p != nil && p.Stage == StageWritten && p.Release == rel && p.Set == in.String() &&
+		rec != nil && rec.Verified && rec.Release == rel && a.Priority() == 0 && !a.Successful()
 }
 
 // switchTo is the commit point: one table write gives the inactive set its
@@ -281,6 +326,7 @@ func (s *session) switchTo(ctx context.Context, record bool) error {
 		return fmt.Errorf("switching to set %s: %w", in, err)
 	}
 	p.Stage, p.AppliedAt = StageApplied, now
+	s.st.Waiting = nil
 	s.st.LastAttempt.Outcome = "success"
 	return s.u.store.save(s.st)
 }
@@ -295,11 +341,14 @@ func (u *Updater) Apply(ctx context.Context, reboot bool) error {
 	if err := s.dual(); err != nil {
 		return err
 	}
+	if err := s.permit(ctx, true); err != nil {
+		return err
+	}
 	if err := s.switchTo(ctx, true); err != nil {
 		return err
 	}
 	if reboot {
-		return u.reboot(ctx)
+		return s.reboot(ctx)
 	}
 	return nil
 }
@@ -344,6 +393,12 @@ func (u *Updater) Rollback(ctx context.Context, reboot bool) error {
 		return err
 	}
 	in := s.inactive()
+	if a := gptprio.Attrs(s.t, s.l, in); !a.WillBoot() {
+		return fmt.Errorf("%w: set %s: %v", ErrWontBoot, in, a)
+	}
+	if err := s.permit(ctx, true); err != nil {
+		return err
+	}
 	err = s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
 		return gptprio.RollbackToInactive(t, s.active)
 	})
@@ -363,12 +418,18 @@ func (u *Updater) Rollback(ctx context.Context, reboot bool) error {
 		return err
 	}
 	if reboot {
-		return u.reboot(ctx)
+		return s.reboot(ctx)
 	}
 	return nil
 }
 
-func (u *Updater) reboot(ctx context.Context) error {
+// reboot records that the host is rebooting, syncs and reboots.
+func (s *session) reboot(ctx context.Context) error {
+	now := s.u.now().UTC()
+	s.st.Rebooting = &now
+	if err := s.u.store.save(s.st); err != nil {
+		return err
+	}
 	sysutil.Sync()
-	return u.o.Reboot(ctx)
+	return s.u.o.Reboot(ctx)
 }

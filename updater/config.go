@@ -10,7 +10,9 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/updog/updog/internal/fleetlock"
 	"github.com/updog/updog/internal/safefile"
+	"github.com/updog/updog/internal/window"
 	"github.com/updog/updog/waves"
 )
 
@@ -40,11 +42,41 @@ type Config struct {
 	// (default /etc/machine-id).
 	MachineID string `toml:"machine_id"`
 
+	// Reboot is the [reboot] table: when the new set may be switched to
+	// and rebooted into.
+	Reboot RebootConfig `toml:"reboot"`
+
 	// Path is the file the configuration was read from.
 	Path string `toml:"-"`
 	// Warnings are legal but suspicious things found while reading it
 	// (unknown keys).
 	Warnings []string `toml:"-"`
+}
+
+// Reboot strategies.
+const (
+	// StrategyImmediate switches (and, with --reboot, reboots) as soon as
+	// the update is written and verified, within the windows if any.
+	StrategyImmediate = "immediate"
+	// StrategyFleetLock first takes a slot from a FleetLock server; the
+	// slot is given back after mark-good on the next boot.
+	StrategyFleetLock = "fleet_lock"
+	// StrategyPeriodic switches only inside a maintenance window (at
+	// least one is required).
+	StrategyPeriodic = "periodic"
+	// StrategyOff never switches on its own: update stages the release,
+	// and an operator (or kured) runs update-apply.
+	StrategyOff = "off"
+)
+
+// RebootConfig is [reboot].
+type RebootConfig struct {
+	Strategy     string        `toml:"strategy"`
+	FleetLockURL string        `toml:"fleet_lock_url"`
+	Group        string        `toml:"group"`
+	Windows      []window.Spec `toml:"windows"`
+
+	windows window.Set
 }
 
 // Duration reads a TOML integer (seconds) or a string ("90s", "2m",
@@ -188,8 +220,51 @@ func (c *Config) fill() error {
 	if lock := strings.TrimSpace(c.VersionLock); lock == "" {
 		c.VersionLock = "latest"
 	}
+	return c.Reboot.fill()
+}
+
+func (r *RebootConfig) fill() error {
+	bad := func(key, format string, a ...any) error {
+		return fmt.Errorf("reboot.%s: %s", key, fmt.Sprintf(format, a...))
+	}
+	switch r.Strategy {
+	case "":
+		r.Strategy = StrategyImmediate
+		if r.FleetLockURL != "" {
+			r.Strategy = StrategyFleetLock
+		}
+	case StrategyImmediate, StrategyFleetLock, StrategyPeriodic, StrategyOff:
+	default:
+		return bad("strategy", "%q is not immediate, fleet_lock, periodic or off", r.Strategy)
+	}
+	if r.Group == "" {
+		r.Group = fleetlock.DefaultGroup
+	}
+	if !fleetlock.ValidGroup(r.Group) {
+		return bad("group", "%q is not a valid group name", r.Group)
+	}
+	if r.Strategy == StrategyFleetLock {
+		if r.FleetLockURL == "" {
+			return bad("fleet_lock_url", "is missing: the fleet_lock strategy needs the FleetLock server's URL")
+		}
+		u, err := url.Parse(r.FleetLockURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return bad("fleet_lock_url", "%q is not an http(s) URL", r.FleetLockURL)
+		}
+	}
+	ws, err := window.ParseSet(r.Windows)
+	if err != nil {
+		return bad("windows", "%v", err)
+	}
+	if r.Strategy == StrategyPeriodic && len(ws) == 0 {
+		return bad("windows", "the periodic strategy needs at least one maintenance window")
+	}
+	r.windows = ws
 	return nil
 }
+
+// WindowSet is the parsed maintenance windows (empty: any time).
+func (r *RebootConfig) WindowSet() window.Set { return r.windows }
 
 // checkLocation accepts http(s) URLs, file:// URLs and absolute paths.
 func checkLocation(s string) error {

@@ -3,6 +3,8 @@ package updater
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -56,6 +58,73 @@ func Sniff(head []byte) Codec {
 	return CodecRaw
 }
 
+// decoded is an image's output as a source, and what is known of its
+// input.
+type decoded struct {
+	src   source
+	codec Codec
+	// leftover is how many input bytes were read ahead and not consumed
+	// by the decoder (after its end: bytes past the compressed stream).
+	leftover func() int
+	// restartable: the source's pieces carry restart points (zstd frame
+	// boundaries, raw anywhere); xz, lz4 and gzip streams restart from
+	// zero after a process restart.
+	restartable bool
+}
+
+// openSource recognises the format of r by its magic bytes (or, when
+// resuming at a restart point, takes the codec it was) and returns its
+// decoded output. r is the verified stream, positioned at compressed
+// offset in; the output starts at offset out. Restartable codecs (zstd and
+// raw) read r exactly, never ahead, so the bytes hashed below them at a
+// restart point are exactly the stream up to it.
+func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, workers int, snap snapshotFunc) (*decoded, error) {
+	if codec == "" {
+		head := make([]byte, peekBytes)
+		n, err := io.ReadFull(r, head)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		head = head[:n]
+		codec = Sniff(head)
+		r = io.MultiReader(bytes.NewReader(head), r)
+	}
+	none := func() int { return 0 }
+	switch codec {
+	case CodecZstd:
+		zs, err := newZstdSource(ctx, r, in, out, workers, snap)
+		if err != nil {
+			return nil, err
+		}
+		return &decoded{src: zs, codec: codec, leftover: none, restartable: true}, nil
+	case CodecRaw:
+		if in != out {
+			return nil, fmt.Errorf("updater: a raw image cannot restart at input %d, output %d", in, out)
+		}
+		return &decoded{src: newReaderSource(ctx, r, true, out, snap), codec: codec, leftover: none, restartable: true}, nil
+	}
+	d, err := newDecoder(r, workers)
+	if err != nil {
+		return nil, err
+	}
+	if d.codec != codec {
+		return nil, fmt.Errorf("updater: the stream is %s, not %s", d.codec, codec)
+	}
+	rs := newReaderSource(ctx, d, false, out, nil)
+	return &decoded{src: closing{rs, d.close}, codec: codec, leftover: d.leftover}, nil
+}
+
+// closing is a source that releases a decoder after its reader stops.
+type closing struct {
+	*readerSource
+	release func()
+}
+
+func (c closing) close() {
+	c.readerSource.close()
+	c.release()
+}
+
 // decoder is a decompressing reader and what to release when done.
 type decoder struct {
 	io.Reader
@@ -105,13 +174,9 @@ func newDecoder(r io.Reader, concurrency int) (*decoder, error) {
 		}
 		d.Reader = xr
 	case CodecLZ4:
-		lr := lz4.NewReader(br)
-		if concurrency > 1 {
-			if err := lr.Apply(lz4.ConcurrencyOption(concurrency)); err != nil {
-				return nil, fmt.Errorf("lz4: %w", err)
-			}
-		}
-		d.Reader = lr
+		// One goroutine: pierrec/lz4's concurrent mode leaks its goroutines
+		// when a reader is abandoned before its end (a failed install).
+		d.Reader = lz4.NewReader(br)
 	case CodecGzip:
 		// One member at a time, so bytes after the last one stay in br.
 		next := func() (io.Reader, error) {

@@ -17,14 +17,13 @@ func (d *discardAt) WriteAt(p []byte, off int64) (int, error) {
 
 // decodeAll runs data through the decoder and the copy pipeline with a
 // limit, as an install does.
-func decodeAll(t *testing.T, data []byte, limit int64) (int64, *decoder, error) {
+func decodeAll(t *testing.T, data []byte, limit int64) (int64, *decoded, error) {
 	t.Helper()
-	d, err := newDecoder(bytes.NewReader(data), 2)
+	d, err := openSource(context.Background(), bytes.NewReader(data), "", 0, 0, 2, nil)
 	if err != nil {
 		return 0, nil, err
 	}
-	defer d.close()
-	n, err := copyImage(context.Background(), d, &discardAt{}, limit, nil, nil, nil)
+	n, err := copyImage(context.Background(), d.src, &discardAt{}, 0, limit, nil, nil, nil, nil)
 	return n, d, err
 }
 

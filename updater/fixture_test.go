@@ -38,7 +38,6 @@ import (
 const (
 	fixedLayoutMiB = 208
 	testRootMiB    = 8
-	testDiskBytes  = (fixedLayoutMiB + 2*testRootMiB) << 20
 	testVariant    = "test-variant"
 	testArch       = "x86_64"
 )
@@ -63,6 +62,11 @@ type fixture struct {
 	releases map[string]*testRelease
 	m        *manifest.Manifest
 	codec    Codec
+	// frames, when set, compresses zstd images as independent frames of
+	// this much output each (as imgbuild does), with their sizes.
+	frames int
+	// rootBytes, when set, is the size of new releases' root images.
+	rootBytes int
 	requests int
 }
 
@@ -73,8 +77,12 @@ type testRelease struct {
 	names            manifest.Images
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureRoot(t, testRootMiB) }
+
+// newFixtureRoot makes a fixture whose ROOT partitions are rootMiB.
+func newFixtureRoot(t *testing.T, rootMiB int64) *fixture {
 	t.Helper()
+	diskBytes := (fixedLayoutMiB + 2*rootMiB) << 20
 	dir := t.TempDir()
 	f := &fixture{t: t, dir: dir, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC), releases: map[string]*testRelease{},
 		holds: map[gptprio.Set]string{}, m: manifest.New(), codec: CodecZstd}
@@ -109,13 +117,13 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh.Truncate(testDiskBytes)
+	fh.Truncate(diskBytes)
 	fh.Close()
 	d, err := blockdev.Open(f.disk, blockdev.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	plan, err := image.BottlerocketPlan(testDiskBytes)
+	plan, err := image.BottlerocketPlan(diskBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +197,11 @@ func (f *fixture) makeRelease(version string) *testRelease {
 		seed = seed*31 + int64(c)
 	}
 	rnd := rand.New(rand.NewSource(seed))
-	r := &testRelease{version: version, boot: make([]byte, 256<<10), root: make([]byte, 2<<20), salt: make([]byte, 32)}
+	rootBytes := 2 << 20
+	if f.rootBytes > 0 {
+		rootBytes = f.rootBytes
+	}
+	r := &testRelease{version: version, boot: make([]byte, 256<<10), root: make([]byte, rootBytes), salt: make([]byte, 32)}
 	rnd.Read(r.boot)
 	// Root: compressible but not trivially (text-like).
 	for i := range r.root {
@@ -259,6 +271,24 @@ func compress(t testing.TB, c Codec, data []byte) []byte {
 	return buf.Bytes()
 }
 
+// zstdFrames compresses as imgbuild does: independent frames of at most
+// frame bytes of output each, each declaring its content size.
+func zstdFrames(t testing.TB, data []byte, frame int) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	var out []byte
+	for len(data) > 0 {
+		n := min(frame, len(data))
+		out = enc.EncodeAll(data[:n], out)
+		data = data[n:]
+	}
+	return out
+}
+
 func ext(c Codec) string {
 	return map[Codec]string{CodecZstd: ".zst", CodecXZ: ".xz", CodecLZ4: ".lz4", CodecGzip: ".gz", CodecRaw: ""}[c]
 }
@@ -275,11 +305,13 @@ func (f *fixture) addRelease(version string, edit func(u *manifest.Update, files
 		return fmt.Sprintf("bottlerocket-%s-%s-%s-%s.%s%s", testVariant, testArch, version, kind, fs, ext(f.codec))
 	}
 	r.names = manifest.Images{Boot: name("boot", "ext4"), Root: name("root", "ext4"), Hash: name("root", "verity")}
-	files := map[string][]byte{
-		r.names.Boot: compress(f.t, f.codec, r.boot),
-		r.names.Root: compress(f.t, f.codec, r.root),
-		r.names.Hash: compress(f.t, f.codec, r.hash),
+	comp := func(b []byte) []byte {
+		if f.codec == CodecZstd && f.frames > 0 {
+			return zstdFrames(f.t, b, f.frames)
+		}
+		return compress(f.t, f.codec, b)
 	}
+	files := map[string][]byte{r.names.Boot: comp(r.boot), r.names.Root: comp(r.root), r.names.Hash: comp(r.hash)}
 	v, _ := manifest.ParseVersion(version)
 	u := &manifest.Update{Variant: testVariant, Arch: testArch, Version: v, Images: r.names}
 	u.Images.Sizes = &manifest.ImageSizes{Boot: int64(len(r.boot)), Root: int64(len(r.root)), Hash: int64(len(r.hash))}

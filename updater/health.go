@@ -174,7 +174,11 @@ func (u *Updater) MarkGood(ctx context.Context) (*HealthReport, error) {
 	s.reconcile()
 	att.Ended, att.Outcome = u.now().UTC(), "success"
 	s.st.LastAttempt = att
-	return rep, u.store.save(s.st)
+	if err := u.store.save(s.st); err != nil {
+		return rep, err
+	}
+	s.steadyState(ctx)
+	return rep, nil
 }
 
 func firstNonEmpty(a ...string) string {

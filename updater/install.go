@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
@@ -103,34 +105,111 @@ type written struct {
 	resumes int
 }
 
+// stream is one target being read from a position: the bytes from the
+// network (resumable) through the length and hash check.
+type stream struct {
+	*fetch.Verifier
+	body io.ReadCloser
+}
+
+func (st *stream) Close() error { return st.body.Close() }
+
+func (st *stream) Resumes() int {
+	if r, ok := st.body.(fetch.Stats); ok {
+		return r.Resumes()
+	}
+	return 0
+}
+
+// openStream opens a target at compressed offset in, going on from the
+// hash states saved there (nil at 0).
+func (s *session) openStream(ctx context.Context, c *tufclient.Client, img PlannedImage, in int64, states map[string][]byte) (*stream, error) {
+	hashes := map[string][]byte{}
+	for alg, sum := range img.tf.Hashes {
+		hashes[alg] = sum
+	}
+	body, err := s.u.fetcher.OpenResumableAt(ctx, c.URL(img.tf), in, img.tf.Length)
+	if err != nil {
+		return nil, translate(fmt.Errorf("%s image %s: %w", img.Kind, img.Target, err))
+	}
+	var v *fetch.Verifier
+	if in == 0 {
+		v, err = fetch.NewVerifier(body, img.tf.Length, hashes)
+	} else {
+		v, err = fetch.NewVerifierAt(body, img.tf.Length, hashes, in, states)
+	}
+	if err != nil {
+		body.Close()
+		return nil, fmt.Errorf("%s image %s: %w", img.Kind, img.Target, err)
+	}
+	return &stream{Verifier: v, body: body}, nil
+}
+
 // writeImage streams one target into a partition: network → length and
 // sha256 check → decompressor → partition (never past its end), with the
 // sha256 of the decompressed bytes computed and, for the root, each block
-// checked against the dm-verity tree on the way.
-func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img PlannedImage, dst blockdev.Device, check io.Writer) (written, error) {
+// checked against the dm-verity tree on the way. It starts at the restart
+// point ip records (0 for a new image) and records new ones in ip, calling
+// save after each.
+func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img PlannedImage, dst blockdev.Device, check io.Writer,
+	ip *imageProgress, save func() error) (written, error) {
 	var w written
 	prog := s.u.o.Progress
-	stream, err := c.OpenTarget(ctx, img.tf)
-	if err != nil {
-		return w, translate(err)
+	outHash := sha256.New()
+	if ip.Out > 0 {
+		if err := outHash.(encoding.BinaryUnmarshaler).UnmarshalBinary(ip.OutState); err != nil {
+			return w, fmt.Errorf("%s image: the checkpoint's output hash: %w", img.Kind, err)
+		}
 	}
-	defer stream.Close()
+	st, err := s.openStream(ctx, c, img, ip.In, ip.InState)
+	if err != nil {
+		return w, err
+	}
+	defer st.Close()
 	prog.Start(img.Kind, "download", img.DownloadBytes)
-	counted := &countingReader{r: stream, add: func(n int64) { prog.Add(img.Kind, n) }}
-	dec, err := newDecoder(counted, s.u.o.Concurrency)
+	prog.Add(img.Kind, ip.In)
+	counted := &countingReader{r: st, add: func(n int64) { prog.Add(img.Kind, n) }}
+	codec := Codec("")
+	if ip.In > 0 {
+		codec = ip.Codec
+	}
+	snap := func() (int64, map[string][]byte, error) { return st.State() }
+	dec, err := openSource(ctx, counted, codec, ip.In, ip.Out, s.u.o.Concurrency, snap)
 	if err != nil {
 		prog.Done(img.Kind, err)
-		return w, s.streamError(stream, img, err)
+		return w, s.streamError(st, img, err)
 	}
 	w.codec = dec.codec
-	h := sha256.New()
-	sinks := []io.Writer{h}
+	if ip.Codec != dec.codec {
+		ip.Codec = dec.codec
+		if err := save(); err != nil { // status can say whether it restarts from zero
+			dec.src.close()
+			return w, err
+		}
+	}
+	sinks := []io.Writer{outHash}
 	if check != nil {
 		sinks = append(sinks, check)
 	}
-	w.n, err = copyImage(ctx, dec, dst, dst.Size(), sinks, nil, func() { stream.Close() })
-	dec.close()
-	w.resumes = stream.Resumes()
+	lastIn := ip.In
+	onRestart := func(rp restartPoint) error {
+		if rp.In-lastIn < s.u.o.CheckpointEvery || rp.state == nil {
+			return nil
+		}
+		// The checkpoint never claims bytes a power cut could lose.
+		if err := dst.Sync(); err != nil {
+			return fmt.Errorf("syncing the %s partition: %w", img.Kind, err)
+		}
+		state, err := outHash.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			return err
+		}
+		ip.In, ip.Out, ip.InState, ip.OutState = rp.In, rp.Out, rp.state, state
+		lastIn = rp.In
+		return save()
+	}
+	w.n, err = copyImage(ctx, dec.src, dst, ip.Out, dst.Size(), sinks, nil, func() { st.Close() }, onRestart)
+	w.resumes = st.Resumes()
 	if err != nil {
 		prog.Done(img.Kind, err)
 		var se *sinkError
@@ -140,15 +219,15 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 		case errors.As(err, &se):
 			// Bytes that fail the tree may simply not be the signed
 			// bytes: the hash verdict, when it fails, is the better cause.
-			if _, verr := stream.Finish(); verr != nil {
+			if _, verr := st.Finish(); verr != nil {
 				return w, fmt.Errorf("%s image %s: %w", img.Kind, img.Target, translate(verr))
 			}
 			return w, verityError(fmt.Sprintf("%s image %s", img.Kind, img.Target), se.err)
 		}
-		return w, s.streamError(stream, img, err)
+		return w, s.streamError(st, img, err)
 	}
 	left := dec.leftover()
-	drained, err := stream.Finish()
+	drained, err := st.Finish()
 	prog.Done(img.Kind, err)
 	if err != nil {
 		return w, fmt.Errorf("%s image %s: %w", img.Kind, img.Target, translate(err))
@@ -159,14 +238,14 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	if img.ImageBytes > 0 && w.n != img.ImageBytes {
 		return w, fmt.Errorf("%w: %s image %s decompressed to %d bytes, the manifest says %d", ErrCorrupt, img.Kind, img.Target, w.n, img.ImageBytes)
 	}
-	w.sha256 = h.Sum(nil)
+	w.sha256 = outHash.Sum(nil)
 	return w, nil
 }
 
 // streamError explains a failed decode: when the bytes received do not
 // match their signed hash, that is the cause (a tampered or truncated
 // download); otherwise the signed image itself is not a valid stream.
-func (s *session) streamError(stream *tufclient.Stream, img PlannedImage, err error) error {
+func (s *session) streamError(stream *stream, img PlannedImage, err error) error {
 	if errIs(err, fetch.ErrTooLong, fetch.ErrTooShort, fetch.ErrHash, fetch.ErrStalled) {
 		return fmt.Errorf("%s image %s: %w", img.Kind, img.Target, translate(err))
 	}
@@ -284,13 +363,79 @@ func (c readerAtCounter) ReadAt(p []byte, off int64) (int, error) {
 // the switch the set cannot boot.
 func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) (*SetRecord, error) {
 	in := s.inactive()
-	// Clear the inactive set's bits: from now on it cannot boot until the
-	// switch.
-	if err := s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
-		return gptprio.ClearInactive(t, s.active)
-	}); err != nil {
-		return nil, fmt.Errorf("clearing the inactive set: %w", err)
+	cp := s.resumable(plan)
+	if cp == nil {
+		// Clear the inactive set's bits: from now on it cannot boot until
+		// the switch.
+		if err := s.edit(ctx, func(t *gptprio.Table, _ gptprio.Layout) (*gptprio.Table, error) {
+			return gptprio.ClearInactive(t, s.active)
+		}); err != nil {
+			return nil, fmt.Errorf("clearing the inactive set: %w", err)
+		}
+		cp = &checkpoint{Release: plan.release(), Set: in.String(), Partitions: s.partRefs(), Images: map[string]*imageProgress{}}
+		for _, img := range plan.Images {
+			cp.Images[img.Kind] = &imageProgress{Target: img.Target, Length: img.tf.Length, SHA256: hex.EncodeToString(img.tf.Hashes["sha256"])}
+		}
+	} else {
+		cp.Resumes++
+		s.resumedAt = cp.bytesDone()
+		s.u.log.Info("resuming an interrupted install from its checkpoint", "release", cp.Release.String(), "resumes", cp.Resumes, "bytes", s.resumedAt)
 	}
+	save := func() error { return s.u.store.saveCheckpoint(cp) }
+	if err := save(); err != nil {
+		return nil, err
+	}
+	rec, err := s.installFrom(ctx, c, plan, cp, save)
+	if err != nil {
+		if !resumableError(ctx, err) {
+			// The content is bad: the next attempt starts over.
+			s.u.store.dropCheckpoint()
+		}
+		return nil, err
+	}
+	if err := s.u.store.dropCheckpoint(); err != nil {
+		return nil, err
+	}
+	s.lastResumes += cp.Resumes
+	return rec, nil
+}
+
+// resumableError says whether an install that failed with err may go on
+// from its checkpoint (an interruption) or must start over (bad content).
+func resumableError(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	return !errIs(err, ErrUntrusted, ErrCorrupt, ErrTrailingData, ErrImageTooLarge, ErrZstdFrame, fetch.ErrHash,
+		fetch.ErrTooLong, fetch.ErrTooShort, fetch.ErrChanged)
+}
+
+// resumable loads the checkpoint and returns it when it can be used for
+// this plan; otherwise it discards it, saying why, and returns nil.
+func (s *session) resumable(plan *Plan) *checkpoint {
+	cp, err := s.u.store.loadCheckpoint()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	reason := ""
+	if err != nil {
+		reason = err.Error()
+	} else {
+		reason = s.usable(cp, plan)
+	}
+	if reason == "" {
+		return cp
+	}
+	s.discarded = "the install checkpoint was discarded: " + reason
+	s.u.log.Warn(s.discarded)
+	s.u.store.dropCheckpoint()
+	return nil
+}
+
+// installFrom writes (from the checkpoint's restart points) and verifies
+// the images.
+func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Plan, cp *checkpoint, save func() error) (*SetRecord, error) {
+	in := s.inactive()
 	parts := map[string]*partition{}
 	defer func() {
 		for _, p := range parts {
@@ -303,6 +448,9 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 		p, err := s.openPartition(nums[img.Kind])
 		if err != nil {
 			return nil, err
+		}
+		if s.u.o.WrapPartition != nil {
+			p.dev = s.u.o.WrapPartition(img.Kind, p.dev)
 		}
 		parts[img.Kind] = p
 	}
@@ -322,6 +470,8 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 	var params verity.Params
 	var rootHash []byte
 	for _, img := range plan.Images {
+		ip := cp.Images[img.Kind]
+		dev := parts[img.Kind].dev
 		// The hash image is written before the root: its superblock gives
 		// the root's verity parameters, and the root's blocks are checked
 		// against its tree (and the tree against the root hash) as they
@@ -335,12 +485,43 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 			if check, err = verity.NewChecker(ctx, parts[KindHash].dev, params, want); err != nil {
 				return nil, verityError("the hash image", err)
 			}
+			if !ip.Done && ip.Out > 0 {
+				// Going on from a checkpoint: the whole blocks written and
+				// synced before it were checked then (and the whole
+				// partition is verified again before the switch); a
+				// partial block is read back into the check.
+				dbs := int64(params.DataBlockSize)
+				whole := min(uint64(ip.Out/dbs), params.DataBlocks)
+				err := check.Skip(whole)
+				if err == nil && ip.Out > int64(whole)*dbs {
+					_, err = check.ReadFrom(io.NewSectionReader(dev, int64(whole)*dbs, ip.Out-int64(whole)*dbs))
+				}
+				if err != nil {
+					check.Close()
+					return nil, verityError("the root image written before the interruption", err)
+				}
+			}
+		}
+		if ip.Done {
+			sum, err := hex.DecodeString(ip.OutSHA256)
+			if err != nil {
+				return nil, err
+			}
+			got[img.Kind] = written{n: ip.Out, sha256: sum}
+			if check != nil {
+				rootHash = check.RootHash()
+				check.Close()
+				if rootHash == nil {
+					rootHash = want
+				}
+			}
+			continue
 		}
 		var sink io.Writer
 		if check != nil {
 			sink = check
 		}
-		w, err := s.writeImage(ctx, c, img, parts[img.Kind].dev, sink)
+		w, err := s.writeImage(ctx, c, img, dev, sink, ip, save)
 		resumes += w.resumes
 		if check != nil {
 			cerr := check.Close()
@@ -353,8 +534,13 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 			return nil, err
 		}
 		got[img.Kind] = w
-		if err := parts[img.Kind].dev.Sync(); err != nil {
+		if err := dev.Sync(); err != nil {
 			return nil, fmt.Errorf("syncing the %s partition: %w", img.Kind, err)
+		}
+		ip.Done, ip.In, ip.Out, ip.InState, ip.OutState = true, ip.Length, w.n, nil, nil
+		ip.OutSHA256 = hex.EncodeToString(w.sha256)
+		if err := save(); err != nil {
+			return nil, err
 		}
 	}
 	root := got[KindRoot]

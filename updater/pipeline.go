@@ -8,7 +8,7 @@ import (
 	"sync"
 )
 
-// Pipeline sizes: the decoder fills up to pipeDepth buffers of pipeChunk
+// Pipeline sizes: a reader fills up to pipeDepth buffers of pipeChunk
 // bytes ahead of the writer, so decoding, writing and hashing overlap with
 // a fixed amount of memory.
 const (
@@ -16,51 +16,63 @@ const (
 	pipeDepth = 4
 )
 
-type chunk struct {
-	buf []byte
-	n   int
-	err error
+// source is decoded image output, in order, in pieces.
+type source interface {
+	// next returns the next piece, io.EOF after the last.
+	next() (piece, error)
+	// close stops the source's goroutines and waits for them.
+	close()
 }
 
-// copyImage streams src (decompressed image bytes) into dst from offset 0,
-// never past limit bytes, and feeds every byte to the sinks (hashers, the
-// verity builder) after it is written. Reading and decoding run in their
-// own goroutine, writing and hashing in the caller's, with pipeDepth
-// buffers between them. When the copy fails on the writing side (a write
-// error, the limit, ctx), abort is called to unblock a reader stuck in the
-// network (by closing the stream); when the reader fails, it has stopped
-// already and abort is not called, so the caller can still ask the stream
-// for its verdict. It returns the bytes written; more than limit is
-// ErrImageTooLarge, and no byte past limit is ever written.
-func copyImage(ctx context.Context, src io.Reader, dst io.WriterAt, limit int64, sinks []io.Writer, progress func(int64), abort func()) (int64, error) {
-	free := make(chan []byte, pipeDepth)
+// readerSource is a source over an io.Reader, read in its own goroutine
+// with pipeDepth buffers. With restartEvery, every piece ends at a restart
+// point (raw images: input and output are the same bytes, counted from
+// base).
+type readerSource struct {
+	full     chan result
+	free     chan []byte
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	restarts bool
+	pos      int64
+	err      error
+}
+
+func newReaderSource(ctx context.Context, r io.Reader, restartEvery bool, base int64, snap snapshotFunc) *readerSource {
+	s := &readerSource{full: make(chan result, pipeDepth), free: make(chan []byte, pipeDepth), stop: make(chan struct{}),
+		restarts: restartEvery, pos: base}
 	for i := 0; i < pipeDepth; i++ {
-		free <- make([]byte, pipeChunk)
+		s.free <- make([]byte, pipeChunk)
 	}
-	full := make(chan chunk, pipeDepth)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
+	s.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		defer close(full)
+		defer s.wg.Done()
+		defer close(s.full)
 		for {
 			var buf []byte
 			select {
-			case buf = <-free:
-			case <-stop:
+			case buf = <-s.free:
+			case <-s.stop:
 				return
 			}
 			if err := ctx.Err(); err != nil {
+				s.full <- result{err: err}
 				return
 			}
-			n, err := io.ReadFull(src, buf)
+			n, err := io.ReadFull(r, buf)
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = io.EOF
 			}
+			var st map[string][]byte
+			if restartEvery && snap != nil && n > 0 {
+				var serr error
+				if _, st, serr = snap(); serr != nil && err == nil {
+					err = serr
+				}
+			}
 			select {
-			case full <- chunk{buf: buf, n: n, err: err}:
-			case <-stop:
+			case s.full <- result{p: buf[:n], err: err, state: st}:
+			case <-s.stop:
 				return
 			}
 			if err != nil {
@@ -68,59 +80,117 @@ func copyImage(ctx context.Context, src io.Reader, dst io.WriterAt, limit int64,
 			}
 		}
 	}()
-	end := func(err error, aborting bool) error {
-		close(stop)
+	return s
+}
+
+func (s *readerSource) next() (piece, error) {
+	for {
+		if s.err != nil {
+			return piece{}, s.err
+		}
+		r, ok := <-s.full
+		if !ok {
+			s.err = io.EOF
+			return piece{}, io.EOF
+		}
+		if r.err != nil {
+			s.err = r.err
+			if len(r.p) == 0 {
+				return piece{}, s.err
+			}
+		}
+		if len(r.p) == 0 {
+			s.free <- r.p[:cap(r.p)]
+			continue
+		}
+		p := piece{p: r.p, done: func() { s.free <- r.p[:cap(r.p)] }}
+		s.pos += int64(len(r.p))
+		if s.restarts {
+			p.restart = &restartPoint{In: s.pos, Out: s.pos, state: r.state}
+		}
+		return p, nil
+	}
+}
+
+func (s *readerSource) close() {
+	close(s.stop)
+	go func() {
+		for range s.full {
+		}
+	}()
+	s.wg.Wait()
+}
+
+// copyImage writes src's pieces into dst from offset start, never past
+// limit bytes in all, and feeds every byte to the sinks (hashers, the
+// verity check) after it is written. After a piece that ends at a restart
+// point, onRestart (when set) is called with it (the checkpoint). When the
+// copy fails on this side (a write, the limit, ctx, onRestart), abort is
+// called to unblock a source stuck in the network (by closing the
+// stream); when the source or a sink fails, abort is not called, so the
+// caller can still ask the stream for its hash verdict. It returns the
+// offset reached; more than limit is ErrImageTooLarge, and no byte past
+// limit is ever written.
+func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit int64, sinks []io.Writer, progress func(int64),
+	abort func(), onRestart func(restartPoint) error) (int64, error) {
+	off := start
+	end := func(err error, aborting bool) (int64, error) {
 		if aborting && abort != nil {
 			abort()
 		}
-		go func() { // never leave the reader stuck sending
-			for range full {
-			}
-		}()
-		wg.Wait()
-		return err
+		src.close()
+		return off, err
 	}
-	var off int64
 	for {
-		var c chunk
-		var ok bool
-		select {
-		case c, ok = <-full:
-		case <-ctx.Done():
-			return off, end(ctx.Err(), true)
+		if err := ctx.Err(); err != nil {
+			return end(err, true)
 		}
-		if !ok {
-			if err := ctx.Err(); err != nil {
-				return off, end(err, true)
+		pc, err := src.next()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return end(nil, false)
 			}
-			return off, end(nil, false)
+			if ctx.Err() != nil {
+				return end(ctx.Err(), true)
+			}
+			return end(err, false)
 		}
-		if c.n > 0 {
-			if off+int64(c.n) > limit {
-				return off, end(fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, limit), true)
+		if n := len(pc.p); n > 0 {
+			if off+int64(n) > limit {
+				pc.done()
+				return end(fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, limit), true)
 			}
-			if _, err := dst.WriteAt(c.buf[:c.n], off); err != nil {
-				return off, end(fmt.Errorf("writing at offset %d: %w", off, err), true)
+			if _, err := dst.WriteAt(pc.p, off); err != nil {
+				pc.done()
+				return end(fmt.Errorf("writing at offset %d: %w", off, err), true)
 			}
 			for _, s := range sinks {
-				if _, err := s.Write(c.buf[:c.n]); err != nil {
+				if _, err := s.Write(pc.p); err != nil {
+					pc.done()
 					// The stream itself is fine so far: leave it open, so
 					// the caller can still ask it for its hash verdict.
-					return off, end(&sinkError{err}, false)
+					return end(&sinkError{err}, false)
 				}
 			}
-			off += int64(c.n)
+			off += int64(n)
 			if progress != nil {
-				progress(int64(c.n))
+				progress(int64(n))
 			}
 		}
-		if c.err != nil {
-			if errors.Is(c.err, io.EOF) {
-				return off, end(nil, false)
+		// The checkpoint comes before the piece is given back: a source
+		// counts what it has read ahead until then, so nothing it reads
+		// meanwhile can be lost by an interruption beyond its bound.
+		if pc.restart != nil && onRestart != nil {
+			if pc.restart.Out != off {
+				pc.done()
+				return end(fmt.Errorf("updater: internal error: restart point at output %d, written %d", pc.restart.Out, off), true)
 			}
-			return off, end(c.err, false)
+			if err := onRestart(*pc.restart); err != nil {
+				pc.done()
+				return end(err, true)
+			}
 		}
-		free <- c.buf
+		pc.done()
 	}
 }
 

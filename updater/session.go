@@ -18,6 +18,21 @@ type session struct {
 	st     *State
 	// lastResumes counts download resumptions of the last install.
 	lastResumes int
+	// discarded says why a checkpoint was not used ("" when none was).
+	discarded string
+	// resumedAt is the compressed bytes a checkpoint saved (-1: none used).
+	resumedAt int64
+}
+
+// note says what happened to the checkpoint, for the last attempt.
+func (s *session) note() string {
+	switch {
+	case s.discarded != "":
+		return s.discarded
+	case s.resumedAt > 0:
+		return fmt.Sprintf("went on from a checkpoint with %d bytes already downloaded", s.resumedAt)
+	}
+	return ""
 }
 
 // openSession opens the disk, reads its table under a shared lock, learns
@@ -98,13 +113,24 @@ func (s *session) reconcile() bool {
 	case a.Successful():
 		// Booted and marked good (by updog or by hand).
 		s.st.Pending = nil
+		s.st.Rebooting = nil
 		s.st.LastAttempt = &Attempt{Action: "boot", Release: &p.Release, Started: p.AppliedAt, Ended: now, Outcome: "success"}
 		return true
 	case ps == s.active:
-		return false // running the new set; waiting for mark-good
+		// Running the new set; waiting for mark-good.
+		if s.st.Rebooting != nil {
+			s.st.Rebooting = nil
+			return true
+		}
+		return false
 	case a.Tries() == 0:
 		reason := fmt.Sprintf("set %s was tried at boot and never marked good; the bootloader fell back to set %s", ps, s.active)
 		s.st.recordFailure(p.Release, reason, now)
+		s.st.Rebooting = nil
+		if l := s.st.Lock; l != nil && l.Held {
+			// Keep the slot: a bad release stops the rollout here.
+			l.Kept, l.Reason = true, fmt.Sprintf("%s failed: %s", p.Version, reason)
+		}
 		s.st.Pending = nil
 		s.st.LastAttempt = &Attempt{Action: "boot", Release: &p.Release, Started: p.AppliedAt, Ended: now, Outcome: "failed", Error: reason}
 		return true

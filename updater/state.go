@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/updog/updog/internal/atomicfile"
@@ -58,6 +59,22 @@ type State struct {
 	// or failed their health checks here: they are skipped unless asked
 	// for by name.
 	Failed []Failure `json:"failed,omitempty"`
+	// Grace records the last time expired metadata was accepted under
+	// --offline-grace.
+	Grace *GraceUse `json:"offline_grace,omitempty"`
+	// Lock is the fleet lock slot this host holds (or kept).
+	Lock *LockState `json:"fleet_lock,omitempty"`
+	// Waiting is why the last switch waited (cleared by a switch).
+	Waiting *Waiting `json:"waiting,omitempty"`
+	// Rebooting is set just before updog reboots into a new set.
+	Rebooting *time.Time `json:"rebooting,omitempty"`
+}
+
+// GraceUse is metadata accepted although expired, within --offline-grace.
+type GraceUse struct {
+	At        time.Time     `json:"at"`
+	ExpiredBy time.Duration `json:"expired_by_ns"`
+	From      string        `json:"from,omitempty"`
 }
 
 // Release names a release.
@@ -99,6 +116,8 @@ type Attempt struct {
 	Outcome string    `json:"outcome"` // "success", "failed", "interrupted", "in progress"
 	Error   string    `json:"error,omitempty"`
 	Resumes int       `json:"resumes,omitempty"`
+	// Note says what else happened: a checkpoint discarded, or used.
+	Note string `json:"note,omitempty"`
 }
 
 // Failure is a release that failed here.
@@ -112,7 +131,12 @@ type Failure struct {
 type store struct {
 	dir  string
 	held *flock.Held
+	// frozen makes every later write fail (tests: a process killed at
+	// that instant writes nothing more).
+	frozen atomic.Bool
 }
+
+var errFrozen = errors.New("updater: the state directory is frozen (a simulated crash)")
 
 func openStore(dir string) (*store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -191,6 +215,9 @@ func (s *store) load() (*State, error) {
 // save replaces state.json atomically (temp, fsync, rename, directory
 // fsync): a power cut leaves the old or the new state.
 func (s *store) save(st *State) error {
+	if s.frozen.Load() {
+		return errFrozen
+	}
 	if len(st.Failed) > maxFailures {
 		st.Failed = st.Failed[len(st.Failed)-maxFailures:]
 	}

@@ -3,6 +3,7 @@ package updater
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/updog/updog/gptprio"
 )
@@ -30,14 +31,54 @@ type Status struct {
 	Pending     *Pending              `json:"pending,omitempty"`
 	LastAttempt *Attempt              `json:"last_attempt,omitempty"`
 	Failed      []Failure             `json:"failed"`
-	Seed        uint32                `json:"seed"`
-	SeedFrom    string                `json:"seed_from"`
+	// OfflineGrace is the last time expired metadata was accepted under
+	// --offline-grace.
+	OfflineGrace *GraceUse `json:"offline_grace,omitempty"`
+	Seed         uint32    `json:"seed"`
+	SeedFrom     string    `json:"seed_from"`
+	// Reboot is the reboot strategy's view: windows, the fleet lock, and
+	// what the switch waits for.
+	Reboot RebootStatus `json:"reboot"`
+	// State is one word for an agent: idle, installing, staged,
+	// waiting_window, waiting_lock, switched, rebooting,
+	// awaiting_mark_good, failed.
+	State string `json:"state"`
+	// Install is an install in progress (or interrupted), as its last
+	// checkpoint has it.
+	Install *InstallProgress `json:"install,omitempty"`
 	// RebootNeeded is set when a verified update is switched and waits
 	// for a reboot.
 	RebootNeeded bool `json:"reboot_needed"`
 	// AwaitingMarkGood is set when the running set is the new one and is
 	// not yet marked good.
 	AwaitingMarkGood bool `json:"awaiting_mark_good"`
+}
+
+// RebootStatus is the reboot strategy's part of status.
+type RebootStatus struct {
+	Strategy   string     `json:"strategy"`
+	Windows    []string   `json:"windows,omitempty"`
+	InWindow   bool       `json:"in_window"`
+	NextWindow time.Time  `json:"next_window,omitzero"`
+	Lock       *LockState `json:"fleet_lock,omitempty"`
+	Waiting    *Waiting   `json:"waiting,omitempty"`
+	Rebooting  *time.Time `json:"rebooting,omitempty"`
+}
+
+// InstallProgress is an install between its first write and its end.
+type InstallProgress struct {
+	Release    Release `json:"release"`
+	Set        string  `json:"set"`
+	BytesDone  int64   `json:"bytes_done"`
+	BytesTotal int64   `json:"bytes_total"`
+	// Rate is bytes per second since the install started (interruptions
+	// included).
+	Rate    float64 `json:"bytes_per_second"`
+	Resumes int     `json:"resumes"`
+	// RestartsFromZero lists images whose format has no restart points
+	// (xz, lz4, gzip): after a process restart they download again from
+	// their start.
+	RestartsFromZero []string `json:"restarts_from_zero,omitempty"`
 }
 
 // Status reads the disk and the state; it changes nothing (what reconcile
@@ -49,7 +90,7 @@ func (u *Updater) Status(ctx context.Context) (*Status, error) {
 	}
 	defer s.close()
 	st := &Status{Disk: s.disk.Path, Sets: map[string]*SetStatus{}, Pending: s.st.Pending,
-		LastAttempt: s.st.LastAttempt, Failed: s.st.Failed}
+		LastAttempt: s.st.LastAttempt, Failed: s.st.Failed, OfflineGrace: s.st.Grace}
 	if st.Failed == nil {
 		st.Failed = []Failure{}
 	}
@@ -72,14 +113,65 @@ func (u *Updater) Status(ctx context.Context) (*Status, error) {
 		st.Sets[set.String()] = &SetStatus{Priority: a.Priority(), Tries: a.Tries(), Successful: a.Successful(),
 			WillBoot: a.WillBoot(), Boot: sp.Boot, Root: sp.Root, Hash: sp.Hash, Holds: s.st.Sets[set.String()]}
 	}
+	if cp, err := u.store.loadCheckpoint(); err == nil {
+		ip := &InstallProgress{Release: cp.Release, Set: cp.Set, BytesDone: cp.bytesDone(), BytesTotal: cp.bytesTotal(), Resumes: cp.Resumes}
+		if p := s.st.Pending; p != nil && p.Stage == StageWriting {
+			if d := u.now().Sub(p.StartedAt).Seconds(); d > 0 {
+				ip.Rate = float64(ip.BytesDone) / d
+			}
+		}
+		for kind, im := range cp.Images {
+			if !im.Done && im.Codec != "" && im.Codec != CodecZstd && im.Codec != CodecRaw {
+				ip.RestartsFromZero = append(ip.RestartsFromZero, kind)
+			}
+		}
+		st.Install = ip
+	}
 	if p := s.st.Pending; p != nil && s.disk.Active != nil {
 		st.RebootNeeded = p.Stage == StageApplied && p.Set != st.Active && st.Next == p.Set
 		st.AwaitingMarkGood = p.Stage == StageApplied && p.Set == st.Active
 	}
+	rc := &u.cfg.Reboot
+	now := u.now()
+	st.Reboot = RebootStatus{Strategy: rc.Strategy, Lock: s.st.Lock, Waiting: s.st.Waiting, Rebooting: s.st.Rebooting, InWindow: true}
+	if ws := rc.WindowSet(); len(ws) > 0 {
+		for _, w := range ws {
+			st.Reboot.Windows = append(st.Reboot.Windows, w.String())
+		}
+		st.Reboot.InWindow = ws.Contains(now)
+		st.Reboot.NextWindow, _ = ws.Next(now)
+	}
+	st.State = stateWord(st, s.st)
 	return st, nil
 }
 
 // String is a one-line summary of a release for people.
 func (r *Running) String() string {
 	return fmt.Sprintf("%s %s %s", r.Variant, r.Arch, r.Version)
+}
+
+// stateWord sums status up for an agent.
+func stateWord(st *Status, s *State) string {
+	p := s.Pending
+	switch {
+	case st.Install != nil || (p != nil && p.Stage == StageWriting):
+		return "installing"
+	case s.Rebooting != nil && p != nil && p.Stage == StageApplied && p.Set != st.Active:
+		return "rebooting"
+	case st.AwaitingMarkGood:
+		return "awaiting_mark_good"
+	case st.RebootNeeded:
+		return "switched"
+	case p != nil && p.Stage == StageWritten && s.Waiting != nil && s.Waiting.Reason == WaitWindow:
+		return "waiting_window"
+	case p != nil && p.Stage == StageWritten && s.Waiting != nil && s.Waiting.Reason == WaitLock:
+		return "waiting_lock"
+	case p != nil && p.Stage == StageWritten:
+		return "staged"
+	case s.Lock != nil && s.Lock.Kept:
+		return "failed"
+	case s.LastAttempt != nil && s.LastAttempt.Outcome == "failed":
+		return "failed"
+	}
+	return "idle"
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/internal/blockdev"
 	"github.com/updog/updog/internal/fetch"
 	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/internal/tufclient"
@@ -52,6 +53,23 @@ type Options struct {
 	Fetch fetch.Options
 	// Concurrency bounds decoder threads (default GOMAXPROCS).
 	Concurrency int
+	// From is an offline bundle (a tar file or a directory written by
+	// tuftool export) to read the repository from instead of
+	// metadata_base_url and targets_base_url: the same verification runs,
+	// with no network.
+	From string
+	// OfflineGrace accepts timestamp and snapshot metadata expired by at
+	// most this long (never a rollback, never an expired root or targets),
+	// for hosts updated from bundles; when it is used, status says so.
+	OfflineGrace time.Duration
+	// LockBackoff overrides the fleet lock client's backoff (tests).
+	LockBackoff func(attempt int) time.Duration
+	// CheckpointEvery is the most compressed input between two install
+	// checkpoints (default DefaultCheckpointEvery).
+	CheckpointEvery int64
+	// WrapPartition, when set, wraps each inactive partition before it is
+	// written (tests simulate power cuts with it).
+	WrapPartition func(kind string, d blockdev.Device) blockdev.Device
 }
 
 // Updater runs updog's commands.
@@ -61,6 +79,22 @@ type Updater struct {
 	store *store
 	log   *slog.Logger
 	now   func() time.Time
+	// fetcher is the last client's (targets are read through it).
+	fetcher *fetch.Fetcher
+	// bundle is the opened --from bundle, closed by Close.
+	bundle *tufclient.Bundle
+	// graceUsed is how far expired metadata was accepted (0: not at all).
+	graceUsed time.Duration
+}
+
+// Close releases what the Updater opened (an unpacked bundle).
+func (u *Updater) Close() error {
+	if u.bundle == nil {
+		return nil
+	}
+	err := u.bundle.Close()
+	u.bundle = nil
+	return err
 }
 
 // New checks the options and opens the state directory.
@@ -85,6 +119,9 @@ func New(o Options) (*Updater, error) {
 	}
 	if o.Reboot == nil {
 		o.Reboot = systemReboot
+	}
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = DefaultCheckpointEvery
 	}
 	st, err := openStore(o.Config.StateDir)
 	if err != nil {
@@ -133,7 +170,7 @@ func (u *Updater) host(st *State) (waves.Host, string) {
 
 // client prepares a TUF client with the query parameters Bottlerocket
 // sends (seed and running version).
-func (u *Updater) client(seed uint32, running Running) (*tufclient.Client, error) {
+func (u *Updater) client(ctx context.Context, seed uint32, running Running) (*tufclient.Client, error) {
 	root, err := safefile.ReadFile(u.cfg.TrustedRoot, safefile.MaxMetadata)
 	if err != nil {
 		return nil, fmt.Errorf("trusted root (trusted_root in %s): %w", u.cfg.Path, err)
@@ -146,20 +183,45 @@ func (u *Updater) client(seed uint32, running Running) (*tufclient.Client, error
 	if fo.Logger == nil {
 		fo.Logger = u.log
 	}
+	u.fetcher = fetch.NewWith(fo)
+	meta, targets := u.cfg.MetadataBaseURL, u.cfg.TargetsBaseURL
+	if u.o.From != "" {
+		if u.bundle == nil {
+			tmp := filepath.Join(u.cfg.StateDir, "tmp")
+			if err := os.MkdirAll(tmp, 0o700); err != nil {
+				return nil, err
+			}
+			b, err := tufclient.OpenBundle(ctx, u.o.From, tufclient.BundleOptions{TempDir: tmp})
+			if err != nil {
+				return nil, fmt.Errorf("--from %s: %w", u.o.From, err)
+			}
+			u.bundle = b
+		}
+		meta, targets = u.bundle.MetadataURL, u.bundle.TargetsURL
+	}
 	return tufclient.New(tufclient.Options{
-		MetadataURL: u.cfg.MetadataBaseURL, TargetsURL: u.cfg.TargetsBaseURL, Root: root,
-		CacheDir: filepath.Join(u.cfg.StateDir, tufDir), Now: u.now, Fetcher: fetch.NewWith(fo), Logger: u.log,
+		MetadataURL: meta, TargetsURL: targets, Root: root, OfflineGrace: u.o.OfflineGrace,
+		CacheDir: filepath.Join(u.cfg.StateDir, tufDir), Now: u.now, Fetcher: u.fetcher, Logger: u.log,
 	})
 }
 
 // refresh runs the TUF workflow and reads the manifest.
 func (u *Updater) refresh(ctx context.Context, host waves.Host, running Running) (*tufclient.Client, *manifest.Manifest, error) {
-	c, err := u.client(host.Seed, running)
+	c, err := u.client(ctx, host.Seed, running)
 	if err != nil {
 		return nil, nil, translate(err)
 	}
 	if err := c.Refresh(ctx); err != nil {
+		var ee *tufclient.ExpiredError
+		if u.o.From != "" && errors.As(err, &ee) {
+			return nil, nil, fmt.Errorf("%w: the bundle %s is too old: %w; get a fresh one (tuftool export) or accept metadata expired by up to a given time with --offline-grace",
+				ErrMetadataExpired, u.o.From, err)
+		}
 		return nil, nil, translate(err)
+	}
+	if used, by := c.GraceUsed(); used {
+		u.graceUsed = by
+		u.log.Warn("accepted expired repository metadata within --offline-grace", "expired_by", by)
 	}
 	b, err := c.ReadTarget(ctx, ManifestTarget, tufclient.MaxSmallTarget)
 	if err != nil {

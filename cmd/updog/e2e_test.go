@@ -509,3 +509,74 @@ func TestHostileSignalsMidWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestOfflineBundleNoNetwork: an air-gapped host updates from a bundle
+// made by tuftool export, in a network namespace with no interfaces (not
+// even loopback up): the same verification, zero network. An expired
+// bundle is refused with a message saying so, and accepted within
+// --offline-grace, which status then records.
+func TestOfflineBundleNoNetwork(t *testing.T) {
+	unshare := testutil.Tool(t, "unshare")
+	if os.Geteuid() != 0 {
+		testutil.Missing(t, "unshare -n needs root")
+	}
+	if out, err := exec.Command(unshare, "-n", "true").CombinedOutput(); err != nil {
+		testutil.Missing(t, "unshare -n does not work here: %v %s", err, out)
+	}
+	w := newWorld(t)
+	w.release("1.1.0", 2)
+	w.publish()
+	bundle := filepath.Join(w.dir, "bundle.tar")
+	w.must("tuftool", "export", "--root", filepath.Join(w.dir, "root.json"), "--metadata-url", w.srv.URL+"/metadata",
+		"--targets-url", w.srv.URL+"/targets", "--out", bundle)
+	w.srv.Close() // the repository is gone too
+	offline := func(args ...string) (string, string, int) {
+		cmd := exec.Command(unshare, append([]string{"-n", filepath.Join(w.bin, "updog"), "--config", w.config, "--disk", w.disk, "--active", w.active}, args...)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return out.String(), errb.String(), code
+	}
+	if out, errs, code := offline("check-update", "--from", bundle); code != 0 || strings.TrimSpace(out) != "e2e 1.1.0" {
+		t.Fatalf("check-update from the bundle: %d %q %s", code, out, errs)
+	}
+	if out, errs, code := offline("update", "--from", bundle); code != 0 {
+		t.Fatalf("update from the bundle: %d %s %s", code, out, errs)
+	}
+	w.assertSetHolds(gptprio.SetB, "1.1.0")
+	if ents, _ := os.ReadDir(filepath.Join(w.dir, "state", "tmp")); len(ents) != 0 {
+		t.Fatalf("the unpacked bundle was left behind: %v", ents)
+	}
+}
+
+// TestOfflineBundleExpired: a bundle whose timestamp has expired is
+// refused, saying how to get past it; --offline-grace accepts it, and
+// status records that it did.
+func TestOfflineBundleExpired(t *testing.T) {
+	w := newWorld(t)
+	w.release("1.1.0", 1)
+	mf, _ := os.ReadFile(filepath.Join(w.dir, "manifest.json"))
+	os.WriteFile(filepath.Join(w.dir, "targets", "manifest.json"), mf, 0o644)
+	repoDir := filepath.Join(w.dir, "repo-short")
+	expires := time.Now().Add(2 * time.Second).UTC().Format(time.RFC3339)
+	w.must("tuftool", "create", "--root", filepath.Join(w.dir, "root.json"), "-k", filepath.Join(w.dir, "keys", "root.pem"),
+		"--add-targets", filepath.Join(w.dir, "targets"), "--outdir", repoDir, "--timestamp-expires", expires)
+	bundle := filepath.Join(w.dir, "bundle")
+	w.must("tuftool", "export", "--root", filepath.Join(w.dir, "root.json"), "--metadata-url", filepath.Join(repoDir, "metadata"),
+		"--targets-url", filepath.Join(repoDir, "targets"), "--out", bundle)
+	time.Sleep(3 * time.Second)
+	_, errs, code := w.updog("check-update", "--from", bundle)
+	if code != exitError || !strings.Contains(errs, "offline-grace") || !strings.Contains(errs, "timestamp") {
+		t.Fatalf("expired bundle: %d %s", code, errs)
+	}
+	if out, errs, code := w.updog("update", "--from", bundle, "--offline-grace", "1h"); code != 0 {
+		t.Fatalf("within the grace: %d %s %s", code, out, errs)
+	}
+	if st := w.status(); st["offline_grace"] == nil {
+		t.Fatalf("status does not record the grace: %v", st)
+	}
+}

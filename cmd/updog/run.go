@@ -28,6 +28,7 @@ const (
 	exitNoUpdate = 3
 	exitNotYet   = 4
 	exitLocked   = 5
+	exitWaiting  = 6
 )
 
 const usage = `Usage: updog [--config FILE] [--disk PATH] [--active a|b] [--json] [--log-level LEVEL] COMMAND [options]
@@ -41,6 +42,9 @@ Commands:
   rollback       boot the other set next (refused when it would not boot)
   mark-good      run the health checks; only if all pass, mark the running set good
   status         the sets, the running release, a pending update, the last attempt
+  reboot-needed  exit 0 when a verified update waits for a reboot, 1 when not (kured)
+  fleet-lock release
+                 give this host's fleet lock slot back (after a failed release)
 
 Run updog COMMAND --help for the options of each.
 ` + exitHelp
@@ -48,7 +52,10 @@ Run updog COMMAND --help for the options of each.
 const exitHelp = `
 Exit status: 0 success (check-update: an update is available now), 1 error,
 2 usage error, 3 no update available, 4 an update exists but this host's
-wave has not come yet, 5 another updog holds the lock.
+wave has not come yet, 5 another updog holds the lock, 6 the update is
+written and verified but the reboot strategy holds the switch (outside the
+maintenance windows, no fleet lock slot, or strategy off). reboot-needed:
+0 a reboot is needed, 1 not.
 `
 
 // env is what the tests inject.
@@ -86,7 +93,14 @@ type command struct {
 
 type cmdOpts struct {
 	all, now, dryRun, reboot bool
-	image                    string
+	image, from              string
+	grace                    time.Duration
+}
+
+// offline registers --from and --offline-grace.
+func (o *cmdOpts) offline(fs *pflag.FlagSet) {
+	fs.StringVar(&o.from, "from", "", "read the repository from an offline bundle (`FILE.tar` or directory from tuftool export) instead of the network")
+	fs.DurationVar(&o.grace, "offline-grace", 0, "accept timestamp and snapshot metadata expired by at most this `DURATION` (never a rollback)")
 }
 
 type cmdCtx struct {
@@ -105,6 +119,7 @@ var commands = map[string]command{
 			fs.BoolVar(&o.all, "all", false, "list every applicable release (JSON: an array)")
 			fs.BoolVar(&o.now, "now", false, "ignore the rollout waves")
 			fs.StringVar(&o.image, "image", "", "this exact `VERSION`")
+			o.offline(fs)
 		}, cmdCheck, true},
 	"update": {"[--reboot] [--now] [--image VERSION] [--dry-run]", "write, verify and switch to the release",
 		func(fs *pflag.FlagSet, o *cmdOpts) {
@@ -112,12 +127,14 @@ var commands = map[string]command{
 			fs.BoolVar(&o.now, "now", false, "ignore the rollout waves")
 			fs.StringVar(&o.image, "image", "", "this exact `VERSION` (waves and earlier failures do not apply)")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan; change nothing")
+			o.offline(fs)
 		}, cmdUpdate(true), true},
 	"update-image": {"[--now] [--image VERSION] [--dry-run]", "write and verify the release into the inactive set; do not switch",
 		func(fs *pflag.FlagSet, o *cmdOpts) {
 			fs.BoolVar(&o.now, "now", false, "ignore the rollout waves")
 			fs.StringVar(&o.image, "image", "", "this exact `VERSION`")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan; change nothing")
+			o.offline(fs)
 		}, cmdUpdate(false), true},
 	"update-apply": {"[--reboot]", "switch to the set update-image wrote and verified",
 		func(fs *pflag.FlagSet, o *cmdOpts) {
@@ -130,6 +147,9 @@ var commands = map[string]command{
 		}, cmdRollback, true},
 	"mark-good": {"", "run the health checks; only if all pass, mark the running set good", nil, cmdMarkGood, true},
 	"status":    {"", "the sets, the running release, a pending update, the last attempt", nil, cmdStatus, false},
+	"reboot-needed": {"", "exit 0 when a verified update waits for a reboot (written, or switched and not booted), 1 when not",
+		nil, cmdRebootNeeded, false},
+	"fleet-lock": {"release", "fleet-lock release: give this host's fleet lock slot back", nil, cmdFleetLock, true},
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) int {
@@ -182,7 +202,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) in
 		fmt.Fprint(stdout, exitHelp)
 		return exitOK
 	}
-	if fs.NArg() != 0 {
+	if name == "fleet-lock" {
+		if fs.NArg() != 1 || fs.Arg(0) != "release" {
+			return cli.Report("updog", name, cli.Usagef("fleet-lock: the only subcommand is release (see updog fleet-lock --help)"), stderr)
+		}
+	} else if fs.NArg() != 0 {
 		return cli.Report("updog", name, cli.Usagef("%s takes no arguments, got %q (see updog %s --help)", name, fs.Args(), name), stderr)
 	}
 	return cli.Report("updog", name, execute(ctx, name, cmd, g, o, stdout, stderr, e), stderr)
@@ -217,8 +241,11 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 		fmt.Fprintf(stderr, "updog: warning: %s\n", w)
 	}
 	c := &cmdCtx{name: name, g: g, o: o, stdout: stdout, stderr: stderr}
+	if o.grace < 0 {
+		return cli.Usagef("--offline-grace %s: want a positive duration", o.grace)
+	}
 	opts := updater.Options{Config: cfg, Disk: g.disk, Active: g.active, SectorSize: g.sectorSize, Host: e.host,
-		Now: e.now, Logger: logger, Reboot: e.reboot}
+		Now: e.now, Logger: logger, Reboot: e.reboot, From: o.from, OfflineGrace: o.grace}
 	if prog := progressFor(g.json, stderr, e); prog != nil {
 		opts.Progress = prog
 		c.prog = prog
@@ -228,6 +255,7 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 		return err
 	}
 	c.u = u
+	defer u.Close()
 	if cmd.locks {
 		if err := u.Lock(ctx); err != nil {
 			return classify(err)
@@ -273,6 +301,8 @@ func classify(err error) error {
 		return &cli.ExitError{Code: exitNoUpdate, Err: err}
 	case errors.Is(err, updater.ErrNotInWave):
 		return &cli.ExitError{Code: exitNotYet, Err: err}
+	case errors.Is(err, updater.ErrWaiting):
+		return &cli.ExitError{Code: exitWaiting, Err: err}
 	case errors.Is(err, updater.ErrActiveUnknown):
 		return cli.Usagef("%v", err)
 	}
@@ -381,6 +411,20 @@ func cmdUpdate(apply bool) func(context.Context, *cmdCtx) error {
 			DryRun: c.o.dryRun, Apply: apply, Reboot: c.o.reboot})
 		for _, s := range planSkipped(plan) {
 			fmt.Fprintf(c.stderr, "updog: skipping %s: it failed on this host before (%s)\n", s.Version, s.Reason)
+		}
+		if errors.Is(err, updater.ErrWaiting) && plan != nil && plan.Update() != nil {
+			u := plan.Update()
+			if c.g.json {
+				var we *updater.WaitingError
+				errors.As(err, &we)
+				if werr := writeJSON(c.stdout, map[string]any{"release": u, "set": plan.Set, "images": plan.Images, "switched": false,
+					"staged": true, "waiting": we}); werr != nil {
+					return werr
+				}
+				return err
+			}
+			fmt.Fprintf(c.stdout, "wrote and verified %s %s %s in set %s; not switched: %v\n", u.Variant, u.Arch, u.Version, strings.ToUpper(plan.Set), err)
+			return err
 		}
 		if err != nil && !(c.o.dryRun && plan != nil && plan.Update() != nil && errors.Is(err, updater.ErrNotInWave)) {
 			return err
@@ -541,6 +585,62 @@ func cmdStatus(ctx context.Context, c *cmdCtx) error {
 	for _, f := range st.Failed {
 		fmt.Fprintf(w, "Failed:   %s at %s: %s\n", f.Version, f.At.Format(time.RFC3339), f.Reason)
 	}
+	fmt.Fprintf(w, "State:    %s\n", st.State)
+	r := st.Reboot
+	fmt.Fprintf(w, "Reboot:   strategy %s", r.Strategy)
+	if len(r.Windows) > 0 {
+		fmt.Fprintf(w, "; windows %s", strings.Join(r.Windows, ", "))
+		if !r.InWindow {
+			fmt.Fprintf(w, " (next opens %s)", r.NextWindow.UTC().Format(time.RFC3339))
+		}
+	}
+	fmt.Fprintln(w)
+	if l := r.Lock; l != nil {
+		switch {
+		case l.Kept:
+			fmt.Fprintf(w, "Lock:     slot kept in group %s: %s (updog fleet-lock release frees it)\n", l.Group, l.Reason)
+		case l.Held:
+			fmt.Fprintf(w, "Lock:     slot held in group %s since %s\n", l.Group, l.Since.Format(time.RFC3339))
+		}
+	}
+	if wt := r.Waiting; wt != nil && st.State != "idle" {
+		fmt.Fprintf(w, "Waiting:  %s\n", wt.Detail)
+	}
+	if in := st.Install; in != nil {
+		fmt.Fprintf(w, "Install:  %s into set %s: %d of %d bytes, %d resumes", in.Release.Version, strings.ToUpper(in.Set), in.BytesDone, in.BytesTotal, in.Resumes)
+		if len(in.RestartsFromZero) > 0 {
+			fmt.Fprintf(w, " (%s restart from zero after a process restart)", strings.Join(in.RestartsFromZero, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	if g := st.OfflineGrace; g != nil {
+		fmt.Fprintf(w, "Grace:    expired metadata accepted at %s (expired by %s) under --offline-grace\n", g.At.Format(time.RFC3339), g.ExpiredBy)
+	}
 	fmt.Fprintf(w, "Seed:     %d (from %s)\n", st.Seed, st.SeedFrom)
 	return nil
+}
+
+func cmdRebootNeeded(ctx context.Context, c *cmdCtx) error {
+	need, why, err := c.u.RebootNeeded(ctx)
+	if err != nil {
+		return err
+	}
+	if c.g.json {
+		if err := writeJSON(c.stdout, map[string]any{"reboot_needed": need, "reason": why}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(c.stdout, why)
+	}
+	if !need {
+		return &cli.ExitError{Code: 1, Err: errors.New(why), Quiet: true}
+	}
+	return nil
+}
+
+func cmdFleetLock(ctx context.Context, c *cmdCtx) error {
+	if err := c.u.ReleaseFleetLock(ctx); err != nil {
+		return err
+	}
+	return report(c, "the fleet lock slot is released")
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -48,17 +49,34 @@ var errBadRange = errors.New("fetch: unusable partial answer")
 //
 // The reader implements Stats.
 func (f *Fetcher) OpenResumable(ctx context.Context, loc string, length int64) (io.ReadCloser, error) {
-	if length < 0 {
-		return nil, fmt.Errorf("fetch: %s: negative length %d", loc, length)
+	return f.OpenResumableAt(ctx, loc, 0, length)
+}
+
+// OpenResumableAt is OpenResumable starting at byte offset (a download
+// interrupted earlier, in another process, going on from a checkpoint):
+// the first request asks for `Range: bytes=offset-` (a 200 answer is
+// skipped to offset), and reads return the bytes from offset to length.
+func (f *Fetcher) OpenResumableAt(ctx context.Context, loc string, offset, length int64) (io.ReadCloser, error) {
+	if length < 0 || offset < 0 || offset > length {
+		return nil, fmt.Errorf("fetch: %s: bad range %d of %d", loc, offset, length)
 	}
 	if IsLocal(loc) {
 		fh, _, err := openLocal(loc)
 		if err != nil {
 			return nil, err
 		}
-		return &exactReader{r: fh, loc: loc, length: length}, nil
+		if offset > 0 {
+			if _, err := fh.Seek(offset, io.SeekStart); err != nil {
+				fh.Close()
+				return nil, fmt.Errorf("fetch: %s: %w", loc, err)
+			}
+		}
+		e := &exactReader{r: fh, loc: loc, length: length}
+		e.pos.Store(offset)
+		return e, nil
 	}
 	r := &resumable{f: f, ctx: ctx, loc: loc, length: length, total: -1}
+	r.pos.Store(offset)
 	if err := r.reconnect(true); err != nil {
 		return nil, err
 	}
@@ -135,30 +153,48 @@ type resumable struct {
 	streak  int   // failures since bytes last flowed
 	lastErr error // the last of them
 	err     error
-	closed  bool
+	// closed is set by Close, which may run in another goroutine while a
+	// Read is blocked in the network: mu guards the body pointer, so Close
+	// can close the body under a Read (which then fails) and a reconnect
+	// after it closes its new body at once.
+	closed atomic.Bool
+	mu     sync.Mutex
 }
 
 func (r *resumable) Delivered() int64 { return r.pos.Load() }
 func (r *resumable) Resumes() int     { return int(r.resumes.Load()) }
 
+// errClosed is what Read returns after Close.
+var errClosed = errors.New("fetch: read after close")
+
+// Close closes the connection. It may be called while a Read is blocked
+// in another goroutine: that Read then fails.
 func (r *resumable) Close() error {
-	r.closed = true
-	if r.err == nil {
-		r.err = errors.New("fetch: read after close")
+	r.closed.Store(true)
+	r.mu.Lock()
+	b := r.body
+	r.mu.Unlock()
+	if b != nil {
+		b.Close()
 	}
-	r.dropBody()
 	return nil
 }
 
 func (r *resumable) dropBody() {
-	if r.body != nil {
-		r.body.Close()
-		r.body = nil
+	r.mu.Lock()
+	b := r.body
+	r.body = nil
+	r.mu.Unlock()
+	if b != nil {
+		b.Close()
 	}
 }
 
 // Read implements io.Reader.
 func (r *resumable) Read(p []byte) (int, error) {
+	if r.closed.Load() {
+		return 0, errClosed
+	}
 	if r.err != nil {
 		return 0, r.err
 	}
@@ -273,6 +309,9 @@ func (r *resumable) netErr(err error) error {
 // go on (nil) or give up (the error).
 func (r *resumable) interrupted(err error) error {
 	r.dropBody()
+	if r.closed.Load() {
+		return errClosed
+	}
 	if !retryable(r.ctx, err) {
 		if ctxErr := r.ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			return errors.Join(ctxErr, err)
@@ -376,7 +415,13 @@ func (r *resumable) connect() error {
 			r.ifRange = r.lastMod
 		}
 	}
+	r.mu.Lock()
+	if r.closed.Load() {
+		r.mu.Unlock()
+		return errClosed
+	}
 	r.body, r.got = res.Body, 0
+	r.mu.Unlock()
 	ok = true
 	return nil
 }

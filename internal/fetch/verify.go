@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/subtle"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -134,3 +135,45 @@ func (v *Verifier) Finish() (drained int64, err error) {
 
 // Verified reports how many bytes have passed through.
 func (v *Verifier) Verified() int64 { return v.n }
+
+// State is the verifier's position and the marshalled state of each hash
+// after it (crypto/sha256 and sha512 states marshal), for a checkpoint:
+// NewVerifierAt goes on from it.
+func (v *Verifier) State() (offset int64, states map[string][]byte, err error) {
+	states = map[string][]byte{}
+	for alg, h := range v.hashers {
+		m, ok := h.(encoding.BinaryMarshaler)
+		if !ok {
+			return 0, nil, fmt.Errorf("fetch: %s state cannot be saved", alg)
+		}
+		if states[alg], err = m.MarshalBinary(); err != nil {
+			return 0, nil, err
+		}
+	}
+	return v.n, states, nil
+}
+
+// NewVerifierAt is NewVerifier for a stream that starts at offset, the
+// bytes before it having been hashed into states (from State). r delivers
+// the bytes from offset on.
+func NewVerifierAt(r io.Reader, length int64, hashes map[string][]byte, offset int64, states map[string][]byte) (*Verifier, error) {
+	v, err := NewVerifier(r, length, hashes)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || offset > length {
+		return nil, fmt.Errorf("fetch: resuming at byte %d of %d", offset, length)
+	}
+	for alg, h := range v.hashers {
+		st, ok := states[alg]
+		u, can := h.(encoding.BinaryUnmarshaler)
+		if !ok || !can {
+			return nil, fmt.Errorf("fetch: no saved %s state to resume from", alg)
+		}
+		if err := u.UnmarshalBinary(st); err != nil {
+			return nil, fmt.Errorf("fetch: saved %s state: %w", alg, err)
+		}
+	}
+	v.n = offset
+	return v, nil
+}

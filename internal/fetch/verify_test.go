@@ -161,3 +161,34 @@ func TestVerifierFinishAfterFullRead(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// A verifier saved half way and resumed in a new one gives the verdict of
+// one that read everything.
+func TestVerifierStateResumes(t *testing.T) {
+	data := bytes.Repeat([]byte("checkpoint "), 10000)
+	sum := sha256.Sum256(data)
+	hashes := map[string][]byte{"sha256": sum[:]}
+	v, _ := NewVerifier(bytes.NewReader(data[:40000]), int64(len(data)), hashes)
+	buf := make([]byte, 40000)
+	io.ReadFull(v, buf)
+	off, st, err := v.State()
+	if err != nil || off != 40000 {
+		t.Fatalf("state: %d %v", off, err)
+	}
+	v2, err := NewVerifierAt(bytes.NewReader(data[40000:]), int64(len(data)), hashes, off, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v2.Finish(); err != nil {
+		t.Fatalf("resumed verdict: %v", err)
+	}
+	bad := append([]byte(nil), data[40000:]...)
+	bad[5] ^= 1
+	v3, _ := NewVerifierAt(bytes.NewReader(bad), int64(len(data)), hashes, off, st)
+	if _, err := v3.Finish(); !errors.Is(err, ErrHash) {
+		t.Fatalf("tampered tail: %v", err)
+	}
+	if _, err := NewVerifierAt(bytes.NewReader(nil), int64(len(data)), hashes, off, map[string][]byte{"sha256": []byte("junk")}); err == nil {
+		t.Fatal("a junk state was accepted")
+	}
+}

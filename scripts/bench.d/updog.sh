@@ -47,8 +47,8 @@ publish() {
     local ext
     case $codec in
       zstd) ext=zst; for k in boot hash root; do zstd -q -T0 -3 -c "$r/$k.img" > "$r/targets/$k.$v.$ext"; done ;;
-      xz) ext=xz; for k in boot hash root; do xz -T0 -6 -c "$r/$k.img" > "$r/targets/$k.$v.$ext"; done ;;
-      lz4) ext=lz4; for k in boot hash root; do lz4 -q -9 -c "$r/$k.img" > "$r/targets/$k.$v.$ext"; done ;;
+      xz) ext=xz; for k in boot hash root; do xz -T0 -3 -c "$r/$k.img" > "$r/targets/$k.$v.$ext"; done ;;
+      lz4) ext=lz4; for k in boot hash root; do lz4 -q -1 -c "$r/$k.img" > "$r/targets/$k.$v.$ext"; done ;;
     esac
   done
 }
@@ -68,6 +68,7 @@ run_case() { # CODEC EXT DECOMPRESS-CMD VERSION
   rm -rf "$work/repo"
   "$bin/tuftool" create --root "$work/root.json" -k "$work/key.pem" --add-targets "$r/targets" --outdir "$work/repo" > /dev/null
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
+  rm -f "$work/url"
   "$work/httpserve" "$work/repo" > "$work/url" & server_pid=$!
   while [ ! -s "$work/url" ]; do sleep 0.05; done
   local url; url=$(cat "$work/url")

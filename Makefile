@@ -7,10 +7,10 @@ CMDS     := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 30s
 
 .DEFAULT_GOAL := help
-.PHONY: help build test check-hostile bench fuzz demo lint tools clean
+.PHONY: help build test check-hostile test-slow fleet bench fuzz demo lint tools clean
 
 help: ## show the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## build every command into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./cmd/...
@@ -25,6 +25,13 @@ test: tools check-hostile ## install what is needed, then run every test with th
 check-hostile: ## the hostile-user scenarios: FIFOs, signals, concurrency, stalled servers, overflow
 	$(GO) test -race -count=1 -run '^TestHostile' ./...
 
+test-slow: tools ## the slow tier (CI runs it after make test): the 256 MiB, 200-interruption install campaign and the fleet test
+	UPDOG_CAMPAIGN=full $(GO) test -count=1 -v -run '^TestCampaign$$' ./updater
+	$(GO) test -count=1 -v -run '^TestHostileFleet' ./internal/fleettest
+
+fleet: tools ## the fleet tests: 20 hosts, updog-lockd with 2 slots on a real etcd, kills and a paused etcd
+	$(GO) test -race -count=1 -v -run '^TestHostileFleet' ./internal/fleettest
+
 bench: tools build ## run the benchmarks (each prints its ratio against its reference)
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./...
 	@scripts/bench.sh
@@ -36,7 +43,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	  done; \
 	done
 
-demo: build ## walk the A/B boot-state life cycle on a generated disk image
+demo: build ## build two releases, publish them, and update, reboot, mark good and roll back a disk image with updog
 	@scripts/demo.sh
 
 lint: ## gofmt, go vet, staticcheck

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/updog/updog/gptprio"
@@ -50,10 +52,11 @@ func TestBottlerocketPlanMatchesFixture(t *testing.T) {
 	}
 	for i, w := range want.Partitions {
 		p := used[i]
-		var attr gptprio.Attr
-		if w.Attr == "0101000000000000" {
-			attr = 0x0101000000000000
+		raw, err := strconv.ParseUint(strings.TrimPrefix(w.Attr, "0x"), 16, 64)
+		if err != nil {
+			t.Fatalf("partition %d: attributes %q: %v", w.Number, w.Attr, err)
 		}
+		attr := gptprio.Attr(raw)
 		if p.Number != w.Number || p.Name() != w.Name || p.Type.String() != w.TypeGUID ||
 			p.FirstLBA != w.FirstLBA || p.LastLBA != w.LastLBA || p.Attributes != attr {
 			t.Errorf("partition %d: {%d %q %v %d-%d %v}, want %+v", i+1, p.Number, p.Name(), p.Type, p.FirstLBA, p.LastLBA, p.Attributes, w)

@@ -2,6 +2,7 @@ package updater
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -149,4 +150,30 @@ func TestOSRelease(t *testing.T) {
 	if Arch("amd64") != "x86_64" || Arch("arm64") != "aarch64" {
 		t.Fatal("arch mapping")
 	}
+}
+
+func FuzzOSRelease(f *testing.F) {
+	f.Add([]byte("VARIANT_ID=v\nVERSION_ID=1.2.3\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		kv := ParseOSRelease(b)
+		for k := range kv {
+			if strings.ContainsAny(k, "\n=") {
+				t.Fatalf("key %q", k)
+			}
+		}
+		// Writing what was read and reading it again gives the same values.
+		var out strings.Builder
+		for k, v := range kv {
+			if strings.ContainsAny(v, "\n\"\\\\'") || strings.ContainsAny(k, " \t#") {
+				return
+			}
+			fmt.Fprintf(&out, "%s=\"%s\"\n", k, v)
+		}
+		again := ParseOSRelease([]byte(out.String()))
+		for k, v := range kv {
+			if again[k] != strings.TrimSpace(v) && again[k] != v {
+				t.Fatalf("%q: %q then %q", k, v, again[k])
+			}
+		}
+	})
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"runtime"
-	"strconv"
 	"strings"
 
 	"github.com/updog/updog/internal/safefile"
@@ -77,21 +76,31 @@ func ParseOSRelease(b []byte) map[string]string {
 		if !ok {
 			continue
 		}
-		v = strings.TrimSpace(v)
-		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
-			if v[0] == '"' {
-				if u, err := strconv.Unquote(v); err == nil {
-					v = u
-				} else {
-					v = v[1 : len(v)-1]
-				}
-			} else {
-				v = v[1 : len(v)-1]
-			}
-		}
-		out[strings.TrimSpace(k)] = v
+		out[strings.TrimSpace(k)] = unquoteShell(strings.TrimSpace(v))
 	}
 	return out
+}
+
+// unquoteShell undoes os-release(5)'s quoting, a subset of the shell's:
+// 'single quotes' are literal; in "double quotes" a backslash escapes $,
+// ", \ and `; anything else is kept as it is (bytes included, valid UTF-8
+// or not).
+func unquoteShell(v string) string {
+	if len(v) < 2 || (v[0] != '"' && v[0] != '\'') || v[len(v)-1] != v[0] {
+		return v
+	}
+	q, body := v[0], v[1:len(v)-1]
+	if q == '\'' {
+		return body
+	}
+	var b strings.Builder
+	for i := 0; i < len(body); i++ {
+		if body[i] == '\\' && i+1 < len(body) && strings.IndexByte("$\"\\`", body[i+1]) >= 0 {
+			i++
+		}
+		b.WriteByte(body[i])
+	}
+	return b.String()
 }
 
 // hostFromMachineID derives a stable seed and rollout ID from machine-id,

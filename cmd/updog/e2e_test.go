@@ -74,6 +74,8 @@ type world struct {
 	slow   time.Duration // per 64 KiB of target bodies
 	images map[string]map[string][]byte
 	active string
+	// codec compresses new releases: zstd (default), xz, lz4, gzip, raw.
+	codec string
 }
 
 func (w *world) run(name string, args ...string) (string, string, int) {
@@ -195,9 +197,10 @@ func (w *world) release(version string, rootMiB int, extra ...string) {
 	}
 	hash, _ := os.ReadFile(filepath.Join(tmp, "hash.img"))
 	w.images[version] = map[string][]byte{"boot": boot, "root": rootImg, "hash": hash}
-	name := func(k string) string { return fmt.Sprintf("bottlerocket-e2e-x86_64-%s-%s.zst", version, k) }
+	ext := map[string]string{"": ".zst", "zstd": ".zst", "xz": ".xz", "lz4": ".lz4", "gzip": ".gz", "raw": ""}[w.codec]
+	name := func(k string) string { return fmt.Sprintf("bottlerocket-e2e-x86_64-%s-%s%s", version, k, ext) }
 	for k, b := range w.images[version] {
-		os.WriteFile(filepath.Join(w.dir, "targets", name(k)), zstdBytes(w.t, b), 0o644)
+		os.WriteFile(filepath.Join(w.dir, "targets", name(k)), compressWith(w.t, w.codec, b), 0o644)
 	}
 	args := []string{"add-update", filepath.Join(w.dir, "manifest.json"), "--variant", "e2e", "--arch", "x86_64", "--version", version,
 		"--boot", name("boot"), "--root", name("root"), "--hash", name("hash"),
@@ -212,6 +215,32 @@ func zstdBytes(t *testing.T, b []byte) []byte {
 		t.Fatal(err)
 	}
 	return enc.EncodeAll(b, nil)
+}
+
+// compressWith compresses with the codec's own command-line tool (what a
+// release engineer would run), zstd through the Go encoder.
+func compressWith(t *testing.T, codec string, b []byte) []byte {
+	t.Helper()
+	var args []string
+	switch codec {
+	case "", "zstd":
+		return zstdBytes(t, b)
+	case "raw":
+		return b
+	case "xz":
+		args = []string{"xz", "-c", "-T1", "-3"}
+	case "lz4":
+		args = []string{"lz4", "-c", "-9"}
+	case "gzip":
+		args = []string{"gzip", "-c"}
+	}
+	cmd := exec.Command(testutil.Tool(t, args[0]), args[1:]...)
+	cmd.Stdin = bytes.NewReader(b)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return out
 }
 
 // publish makes a new repository version with tuftool and serves it.
@@ -578,5 +607,22 @@ func TestOfflineBundleExpired(t *testing.T) {
 	}
 	if st := w.status(); st["offline_grace"] == nil {
 		t.Fatalf("status does not record the grace: %v", st)
+	}
+}
+
+// TestEndToEndEachCodec: updog installs images compressed with each tool
+// (xz, lz4 -9 as Bottlerocket ships, gzip, none) byte-identical.
+func TestEndToEndEachCodec(t *testing.T) {
+	for _, codec := range []string{"xz", "lz4", "gzip", "raw"} {
+		t.Run(codec, func(t *testing.T) {
+			w := newWorld(t)
+			w.codec = codec
+			w.release("1.1.0", 2)
+			w.publish()
+			if out, errs, code := w.updog("update"); code != 0 {
+				t.Fatalf("update (%s): %d %s %s", codec, code, out, errs)
+			}
+			w.assertSetHolds(gptprio.SetB, "1.1.0")
+		})
 	}
 }

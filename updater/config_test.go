@@ -93,7 +93,7 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%s: %v (want ErrConfig naming %s and the file)", c.name, err, c.key)
 		}
 	}
-	c, err := ParseConfig("u.toml", []byte(base+"frobnicate = 1\n[reboot]\nstrategy = \"off\"\n"))
+	c, err := ParseConfig("u.toml", []byte(base+"frobnicate = 1\n[future]\nfeature = \"on\"\n"))
 	if err != nil || len(c.Warnings) != 2 {
 		t.Fatalf("unknown keys: %v %v", err, c)
 	}

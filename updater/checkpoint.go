@@ -178,10 +178,11 @@ func (s *session) usable(c *checkpoint, plan *Plan) string {
 		if ip.Out < 0 || ip.Out > size || ip.In < 0 || ip.In > ip.Length {
 			return fmt.Sprintf("its %s offsets (%d in, %d out) are outside the image or the partition", img.Kind, ip.In, ip.Out)
 		}
-		if ip.Done && len(ip.OutSHA256) != 64 {
+		if ip.Done && img.Kind != KindRoot && len(ip.OutSHA256) != 64 {
 			return fmt.Sprintf("its %s image is done without a hash", img.Kind)
 		}
-		if !ip.Done && ip.In > 0 && (ip.Codec != CodecZstd && ip.Codec != CodecRaw || len(ip.OutState) == 0 || len(ip.InState) == 0) {
+		if !ip.Done && ip.In > 0 && (ip.Codec != CodecZstd && ip.Codec != CodecRaw || len(ip.InState) == 0 ||
+			(img.Kind != KindRoot && len(ip.OutState) == 0)) {
 			return fmt.Sprintf("its %s restart point is incomplete", img.Kind)
 		}
 	}

@@ -42,6 +42,11 @@ type Config struct {
 	// (default /etc/machine-id).
 	MachineID string `toml:"machine_id"`
 
+	// CheckpointEvery is how much compressed input an install reads
+	// between two checkpoints (bytes; default 2 MiB): what an interrupted
+	// install downloads again, at most, besides its read-ahead.
+	CheckpointEvery int64 `toml:"checkpoint_every"`
+
 	// Reboot is the [reboot] table: when the new set may be switched to
 	// and rebooted into.
 	Reboot RebootConfig `toml:"reboot"`
@@ -219,6 +224,12 @@ func (c *Config) fill() error {
 	}
 	if lock := strings.TrimSpace(c.VersionLock); lock == "" {
 		c.VersionLock = "latest"
+	}
+	switch {
+	case c.CheckpointEvery == 0:
+		c.CheckpointEvery = DefaultCheckpointEvery
+	case c.CheckpointEvery < 64<<10 || c.CheckpointEvery > 1<<40:
+		return bad("checkpoint_every", "%d bytes is not between 64 KiB and 1 TiB", c.CheckpointEvery)
 	}
 	return c.Reboot.fill()
 }

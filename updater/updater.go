@@ -121,6 +121,9 @@ func New(o Options) (*Updater, error) {
 		o.Reboot = systemReboot
 	}
 	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = o.Config.CheckpointEvery
+	}
+	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = DefaultCheckpointEvery
 	}
 	st, err := openStore(o.Config.StateDir)

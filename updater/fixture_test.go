@@ -45,7 +45,7 @@ const (
 // fixture is a published repository served on 127.0.0.1, a disk image
 // holding release 1.0.0 in set A, and an updog configuration.
 type fixture struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	now      time.Time
 	signers  []signing.Signer
@@ -67,6 +67,8 @@ type fixture struct {
 	frames int
 	// rootBytes, when set, is the size of new releases' root images.
 	rootBytes int
+	// rootData, when set, is the content of new releases' root images.
+	rootData []byte
 	requests int
 }
 
@@ -77,10 +79,10 @@ type testRelease struct {
 	names            manifest.Images
 }
 
-func newFixture(t *testing.T) *fixture { return newFixtureRoot(t, testRootMiB) }
+func newFixture(t testing.TB) *fixture { return newFixtureRoot(t, testRootMiB) }
 
 // newFixtureRoot makes a fixture whose ROOT partitions are rootMiB.
-func newFixtureRoot(t *testing.T, rootMiB int64) *fixture {
+func newFixtureRoot(t testing.TB, rootMiB int64) *fixture {
 	t.Helper()
 	diskBytes := (fixedLayoutMiB + 2*rootMiB) << 20
 	dir := t.TempDir()
@@ -203,9 +205,13 @@ func (f *fixture) makeRelease(version string) *testRelease {
 	}
 	r := &testRelease{version: version, boot: make([]byte, 256<<10), root: make([]byte, rootBytes), salt: make([]byte, 32)}
 	rnd.Read(r.boot)
-	// Root: compressible but not trivially (text-like).
-	for i := range r.root {
-		r.root[i] = byte('a' + rnd.Intn(16))
+	if f.rootData != nil {
+		r.root = f.rootData
+	} else {
+		// Root: compressible but not trivially (text-like).
+		for i := range r.root {
+			r.root[i] = byte('a' + rnd.Intn(16))
+		}
 	}
 	rnd.Read(r.salt)
 	p := verity.DefaultParams()

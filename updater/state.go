@@ -95,6 +95,9 @@ type SetRecord struct {
 	Images map[string]string `json:"images,omitempty"`
 	// RootHash is the dm-verity root hash of the root image written.
 	RootHash string `json:"verity_root_hash,omitempty"`
+	// Source, in status only, says where the record comes from when
+	// updog did not write the set ("os-release": the running set).
+	Source string `json:"source,omitempty"`
 }
 
 // Pending is an update between the first write and the first good boot.

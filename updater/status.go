@@ -110,8 +110,15 @@ func (u *Updater) Status(ctx context.Context) (*Status, error) {
 	for i, sp := range s.l.Sets {
 		set := gptprio.Set(i)
 		a := gptprio.Attrs(s.t, s.l, set)
+		holds := s.st.Sets[set.String()]
+		if holds == nil && st.Running != nil && s.disk.Active != nil && set == s.active {
+			// Not written by updog (the image it came with): it runs the
+			// release os-release names.
+			r := st.Running
+			holds = &SetRecord{Release: Release{Variant: r.Variant, Arch: r.Arch, Version: r.Version.String()}, Source: "os-release"}
+		}
 		st.Sets[set.String()] = &SetStatus{Priority: a.Priority(), Tries: a.Tries(), Successful: a.Successful(),
-			WillBoot: a.WillBoot(), Boot: sp.Boot, Root: sp.Root, Hash: sp.Hash, Holds: s.st.Sets[set.String()]}
+			WillBoot: a.WillBoot(), Boot: sp.Boot, Root: sp.Root, Hash: sp.Hash, Holds: holds}
 	}
 	if cp, err := u.store.loadCheckpoint(); err == nil {
 		ip := &InstallProgress{Release: cp.Release, Set: cp.Set, BytesDone: cp.bytesDone(), BytesTotal: cp.bytesTotal(), Resumes: cp.Resumes}

@@ -556,6 +556,9 @@ func cmdStatus(ctx context.Context, c *cmdCtx) error {
 		holds := "unknown contents"
 		if s.Holds != nil {
 			holds = s.Holds.Version
+			if s.Holds.Source == "os-release" {
+				holds += " (running, as os-release says)"
+			}
 			if s.Holds.Verified {
 				holds += " (written and verified " + s.Holds.WrittenAt.Format(time.RFC3339) + ")"
 			}

@@ -25,13 +25,16 @@ type CheckOptions struct {
 // rollout, and, when the disk was looked at, the set and partitions it
 // would write.
 type Plan struct {
-	Running Running          `json:"running"`
-	Wave    waves.Decision   `json:"wave"`
-	Skipped []Failure        `json:"skipped,omitempty"`
-	Set     string           `json:"set,omitempty"`
-	Images  []PlannedImage   `json:"images"`
-	Seed    uint32           `json:"seed"`
-	update  *manifest.Update // the chosen release
+	Running Running        `json:"running"`
+	Wave    waves.Decision `json:"wave"`
+	Skipped []Failure      `json:"skipped,omitempty"`
+	Set     string         `json:"set,omitempty"`
+	Images  []PlannedImage `json:"images"`
+	Seed    uint32         `json:"seed"`
+	// Staged is set when the release was already written and verified
+	// (an earlier run that waited for its switch): nothing was downloaded.
+	Staged bool             `json:"staged,omitempty"`
+	update *manifest.Update // the chosen release
 	// DownloadBytes is the total signed length of the images.
 	DownloadBytes int64 `json:"download_bytes"`
 }
@@ -219,7 +222,16 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 			ErrUnproven, s.active, in)
 	}
 	rel := plan.release()
+	if p := s.st.Pending; p != nil && p.Stage == StageApplied && p.Release == rel && p.Set == in.String() {
+		// Already switched to it, waiting for the reboot.
+		plan.Staged = true
+		if o.Reboot && !o.DryRun {
+			return plan, s.reboot(ctx)
+		}
+		return plan, nil
+	}
 	if s.staged(rel) {
+		plan.Staged = true
 		// Written and verified earlier (the switch waited for a window or
 		// the fleet lock): go straight to the switch.
 		if !o.Apply {

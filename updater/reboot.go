@@ -161,6 +161,11 @@ func (s *session) steadyState(ctx context.Context) {
 	if !gptprio.Attrs(s.t, s.l, s.active).Successful() {
 		return
 	}
+	if n, err := gptprio.Next(s.t); err != nil || n != s.active {
+		// The disk boots another set next: a switch is made (whatever the
+		// state file says) and the slot covers its reboot.
+		return
+	}
 	c, err := u.lockClient()
 	if err == nil {
 		err = c.SteadyState(ctx)

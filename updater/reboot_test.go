@@ -244,3 +244,48 @@ func TestStrategyOff(t *testing.T) {
 		t.Fatal("reboot-needed after the switch")
 	}
 }
+
+// TestKilledAfterTheSwitch: updog killed after the switch's table write
+// (the commit point) and before it recorded the switch: the next updog
+// believes the disk (the switch is made), keeps the fleet lock slot, and
+// neither downloads again nor rewrites the switched set.
+func TestKilledAfterTheSwitch(t *testing.T) {
+	t.Parallel()
+	f, l := fleetFixture(t, 2)
+	ctx := context.Background()
+	u := f.lockUpdater()
+	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); err != nil {
+		t.Fatal(err)
+	}
+	u.Unlock()
+	// The state as a kill before recording the switch leaves it.
+	st, err := u.store.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Pending.Stage, st.Pending.AppliedAt = StageWritten, time.Time{}
+	if err := u.store.save(st); err != nil {
+		t.Fatal(err)
+	}
+	f.setHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/targets/") && !strings.HasSuffix(r.URL.Path, ManifestTarget) {
+			t.Errorf("downloaded again after the switch: %s", r.URL.Path)
+		}
+		f.fileServer().ServeHTTP(w, r)
+	}))
+	u = f.lockUpdater()
+	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); err != nil {
+		t.Fatalf("update after the kill: %v", err)
+	}
+	if l.held() != 1 {
+		t.Fatalf("%d holders: the slot covering the switch was given back", l.held())
+	}
+	s, _ := u.Status(ctx)
+	if s.State != "switched" || s.Pending == nil || s.Pending.Stage != StageApplied {
+		t.Fatalf("status after the kill: %q %+v", s.State, s.Pending)
+	}
+	tb, lay := f.table()
+	if a := gptprio.Attrs(tb, lay, gptprio.SetB); a.Priority() != 2 || a.Tries() != 1 {
+		t.Fatalf("set B was touched: %v", a)
+	}
+}

@@ -99,7 +99,21 @@ func (s *session) dual() error {
 // state changed.
 func (s *session) reconcile() bool {
 	p := s.st.Pending
-	if p == nil || p.Stage != StageApplied || len(s.l.Sets) < 2 {
+	if p == nil || len(s.l.Sets) < 2 {
+		return false
+	}
+	if p.Stage == StageWritten && s.disk.Active != nil && p.Set == s.inactive().String() {
+		// The switch's table write is the commit point: a process killed
+		// after it, before it recorded the switch, left the disk booting
+		// the new set next. The disk is right; the record catches up.
+		a := gptprio.Attrs(s.t, s.l, s.inactive())
+		if n, err := gptprio.Next(s.t); err == nil && n == s.inactive() && a.Tries() > 0 && !a.Successful() {
+			p.Stage, p.AppliedAt = StageApplied, s.u.now().UTC()
+			s.st.Waiting = nil
+			return true
+		}
+	}
+	if p.Stage != StageApplied {
 		return false
 	}
 	ps, err := gptprio.ParseSet(p.Set)

@@ -449,8 +449,12 @@ func cmdUpdate(apply bool) func(context.Context, *cmdCtx) error {
 			}
 			return err
 		}
-		fmt.Fprintf(c.stdout, "wrote and verified %s %s %s in set %s (%d bytes downloaded)\n", u.Variant, u.Arch, u.Version,
-			strings.ToUpper(plan.Set), plan.DownloadBytes)
+		if plan.Staged {
+			fmt.Fprintf(c.stdout, "%s %s %s was already written and verified in set %s\n", u.Variant, u.Arch, u.Version, strings.ToUpper(plan.Set))
+		} else {
+			fmt.Fprintf(c.stdout, "wrote and verified %s %s %s in set %s (%d bytes downloaded)\n", u.Variant, u.Arch, u.Version,
+				strings.ToUpper(plan.Set), plan.DownloadBytes)
+		}
 		if apply {
 			fmt.Fprintf(c.stdout, "set %s boots next (one try); reboot to start it, then run updog mark-good\n", strings.ToUpper(plan.Set))
 		} else {

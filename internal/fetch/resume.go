@@ -60,6 +60,11 @@ func (f *Fetcher) OpenResumableAt(ctx context.Context, loc string, offset, lengt
 	if length < 0 || offset < 0 || offset > length {
 		return nil, fmt.Errorf("fetch: %s: bad range %d of %d", loc, offset, length)
 	}
+	if offset == length {
+		// Everything was read before (a resumed download that had
+		// reached its end): nothing to ask for.
+		return io.NopCloser(eofReader{}), nil
+	}
 	if IsLocal(loc) {
 		fh, _, err := openLocal(loc)
 		if err != nil {
@@ -468,3 +473,7 @@ func contentRange(res *http.Response) (start, end, total int64, err error) {
 	}
 	return start, end, total, nil
 }
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }

@@ -634,3 +634,28 @@ func TestHostileCancel(t *testing.T) {
 		t.Errorf("%d requests after a cancel", n.Load())
 	}
 }
+
+// A download resumed at its very end (every byte read before the
+// interruption) has nothing left to ask for: no request, an empty reader.
+func TestResumeAtTheEnd(t *testing.T) {
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests++
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+	}))
+	defer srv.Close()
+	f := NewWith(Options{Retries: -1})
+	r, err := f.OpenResumableAt(context.Background(), srv.URL+"/x", 1000, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Read(make([]byte, 10)); n != 0 || err != io.EOF {
+		t.Fatalf("read at the end: %d %v", n, err)
+	}
+	if requests != 0 {
+		t.Fatalf("%d requests for nothing", requests)
+	}
+	if _, err := f.OpenResumableAt(context.Background(), srv.URL+"/x", 1001, 1000); err == nil {
+		t.Fatal("an offset past the length was accepted")
+	}
+}

@@ -22,12 +22,9 @@ import (
 // start. ErrHostFailed means the host gave up for good (a failing health
 // check: it fell back and keeps its slot); any other error is retried.
 //
-// SimHost simulates one in memory. To drive real updog processes, write a
-// Host whose Cycle runs `updog` against the host's own disk image and
-// state directory (with fleet_lock_url = lock.Base and the host's group),
-// `signpost next` as the reboot, and `updog mark-good`, killing the
-// process when ctx ends; its ID is the ID updog derives from the host's
-// machine ID.
+// SimHost simulates one in memory; UpdogHost drives real updog and
+// signpost processes against the host's own disk image and state
+// directory (its ID is the one updog derives from the host's machine ID).
 type Host interface {
 	ID() string
 	Cycle(ctx context.Context, lock *fleetlock.Client) error

@@ -97,24 +97,32 @@ func (w *world) fleet(t *testing.T, hs []*fleettest.SimHost) *fleettest.Fleet {
 	for _, h := range hs {
 		hosts = append(hosts, h)
 	}
+	return w.fleetOf(t, hosts)
+}
+
+// holderIDs reads the holders of the default group from etcd (through a
+// lockd.Server on the same keys).
+func (w *world) holderIDs(ctx context.Context) ([]string, error) {
+	st, err := w.reader.Get(ctx, fleetlock.DefaultGroup)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, h := range st.Holders {
+		ids = append(ids, h.ID)
+	}
+	return ids, nil
+}
+
+func (w *world) fleetOf(t *testing.T, hosts []fleettest.Host) *fleettest.Fleet {
 	return &fleettest.Fleet{
 		Hosts: hosts,
 		Client: func(h fleettest.Host) *fleetlock.Client {
 			return &fleetlock.Client{Base: w.lockd.URL, ID: h.ID(), Attempts: 3, RequestTimeout: 2 * time.Second,
 				Backoff: func(int) time.Duration { return w.between(20*time.Millisecond, 60*time.Millisecond) }}
 		},
-		Slots: slots,
-		Holders: func(ctx context.Context) ([]string, error) {
-			st, err := w.reader.Get(ctx, fleetlock.DefaultGroup)
-			if err != nil {
-				return nil, err
-			}
-			var ids []string
-			for _, h := range st.Holders {
-				ids = append(ids, h.ID)
-			}
-			return ids, nil
-		},
+		Slots:        slots,
+		Holders:      w.holderIDs,
 		RestartDelay: func() time.Duration { return w.between(20*time.Millisecond, 150*time.Millisecond) },
 		Logf:         t.Logf,
 	}
@@ -144,17 +152,50 @@ type chaosLog struct {
 	lockdKills, etcdPauses, hostKills int
 }
 
+// span is a range of durations to pick from.
+type span struct{ lo, hi time.Duration }
+
+// chaosPlan is how much chaos to make, and how often.
+type chaosPlan struct {
+	hostKills  int
+	hostEvery  span
+	lockdKills int
+	lockdEvery span // before each kill
+	lockdDown  span
+	etcdPauses int
+	etcdEvery  span // before each pause
+	etcdFor    span
+	// victims narrows the running hosts (indexes) to those worth
+	// killing now; nil kills any.
+	victims func(running []int) []int
+}
+
+// simChaos is the chaos of the simulated fleet (it finishes in seconds).
+var simChaos = chaosPlan{
+	hostKills: 20, hostEvery: span{100 * time.Millisecond, 300 * time.Millisecond},
+	lockdKills: 3, lockdEvery: span{500 * time.Millisecond, 1200 * time.Millisecond}, lockdDown: span{50 * time.Millisecond, 400 * time.Millisecond},
+	etcdPauses: 1, etcdEvery: span{800 * time.Millisecond, 1500 * time.Millisecond}, etcdFor: span{2 * time.Second, 3 * time.Second},
+}
+
 // chaos kills random hosts, kills and restarts updog-lockd, and pauses
 // etcd with SIGSTOP, until the fleet finishes.
 func (w *world) chaos(t *testing.T, log *chaosLog) func(ctx context.Context, r *fleettest.Run) {
+	return w.chaosWith(t, log, simChaos)
+}
+
+func (w *world) chaosWith(t *testing.T, log *chaosLog, p chaosPlan) func(ctx context.Context, r *fleettest.Run) {
 	return func(ctx context.Context, r *fleettest.Run) {
 		var wg sync.WaitGroup
 		wg.Go(func() { // hosts: a bounded number of crashes
-			for i := 0; i < 20 && ctx.Err() == nil; i++ {
-				if sleepCtx(ctx, w.between(100*time.Millisecond, 300*time.Millisecond)) != nil {
+			for i := 0; i < p.hostKills && ctx.Err() == nil; i++ {
+				if sleepCtx(ctx, w.between(p.hostEvery.lo, p.hostEvery.hi)) != nil {
 					return
 				}
-				if run := r.Running(); len(run) > 0 && r.KillHost(run[w.intn(len(run))]) {
+				run := r.Running()
+				if p.victims != nil {
+					run = p.victims(run)
+				}
+				if len(run) > 0 && r.KillHost(run[w.intn(len(run))]) {
 					log.mu.Lock()
 					log.hostKills++
 					log.mu.Unlock()
@@ -162,35 +203,37 @@ func (w *world) chaos(t *testing.T, log *chaosLog) func(ctx context.Context, r *
 			}
 		})
 		wg.Go(func() { // updog-lockd: SIGKILL, down a while, restart
-			for i := 0; i < 3 && ctx.Err() == nil; i++ {
-				if sleepCtx(ctx, w.between(500*time.Millisecond, 1200*time.Millisecond)) != nil {
+			for i := 0; i < p.lockdKills && ctx.Err() == nil; i++ {
+				if sleepCtx(ctx, w.between(p.lockdEvery.lo, p.lockdEvery.hi)) != nil {
 					return
 				}
 				w.lockd.Kill()
 				log.mu.Lock()
 				log.lockdKills++
 				log.mu.Unlock()
-				_ = sleepCtx(ctx, w.between(50*time.Millisecond, 400*time.Millisecond))
+				_ = sleepCtx(ctx, w.between(p.lockdDown.lo, p.lockdDown.hi))
 				if err := w.lockd.Restart(t); err != nil {
 					t.Errorf("restarting updog-lockd: %v", err)
 					return
 				}
 			}
 		})
-		wg.Go(func() { // etcd: SIGSTOP for a while, once
-			if sleepCtx(ctx, w.between(800*time.Millisecond, 1500*time.Millisecond)) != nil {
-				return
-			}
-			if err := w.etcd.Pause(); err != nil {
-				t.Errorf("pausing etcd: %v", err)
-				return
-			}
-			log.mu.Lock()
-			log.etcdPauses++
-			log.mu.Unlock()
-			_ = sleepCtx(context.Background(), w.between(2*time.Second, 3*time.Second))
-			if err := w.etcd.Resume(); err != nil {
-				t.Errorf("resuming etcd: %v", err)
+		wg.Go(func() { // etcd: SIGSTOP for a while
+			for i := 0; i < p.etcdPauses && ctx.Err() == nil; i++ {
+				if sleepCtx(ctx, w.between(p.etcdEvery.lo, p.etcdEvery.hi)) != nil {
+					return
+				}
+				if err := w.etcd.Pause(); err != nil {
+					t.Errorf("pausing etcd: %v", err)
+					return
+				}
+				log.mu.Lock()
+				log.etcdPauses++
+				log.mu.Unlock()
+				_ = sleepCtx(context.Background(), w.between(p.etcdFor.lo, p.etcdFor.hi))
+				if err := w.etcd.Resume(); err != nil {
+					t.Errorf("resuming etcd: %v", err)
+				}
 			}
 		})
 		wg.Wait()

@@ -43,7 +43,12 @@ type Tracker struct {
 	over    []string
 }
 
-func (tr *Tracker) enter(id string) {
+// Enter records that id holds a slot: call it only after the server
+// granted it.
+func (tr *Tracker) Enter(id string) {
+	if tr == nil {
+		return
+	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	if tr.holding == nil {
@@ -59,6 +64,9 @@ func (tr *Tracker) enter(id string) {
 // Leave records that id no longer holds a slot (an operator released a
 // failed host's slot).
 func (tr *Tracker) Leave(id string) {
+	if tr == nil {
+		return
+	}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	delete(tr.holding, id)
@@ -126,7 +134,7 @@ func (h *SimHost) Cycle(ctx context.Context, lock *fleetlock.Client) error {
 			if err == nil {
 				// The grant is the commit point: persist, then count.
 				h.set(Locked)
-				h.Tracker.enter(h.Name)
+				h.Tracker.Enter(h.Name)
 				continue
 			}
 			if errors.Is(err, fleetlock.ErrRefused) {

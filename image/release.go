@@ -46,6 +46,17 @@ type Release struct {
 	Cmdline         string             `json:"cmdline"`
 	Disk            *ReleaseDisk       `json:"disk,omitempty"`
 	Partitions      []ReleasePartition `json:"partitions,omitempty"`
+	// Delta names the delta artifacts, when they were built.
+	Delta *ReleaseDelta `json:"delta,omitempty"`
+}
+
+// ReleaseDelta are the delta artifacts of a release (see package delta):
+// the root image as a zstd seekable file (Size is the root image's size)
+// and its index (not compressed: Size is its Length), and the frame size.
+type ReleaseDelta struct {
+	Seekable  Artifact `json:"seekable"`
+	Index     Artifact `json:"index"`
+	FrameSize int      `json:"frame_size"`
 }
 
 // ReleaseImages are the three update artifacts.
@@ -103,7 +114,17 @@ func (r *Release) ManifestImages() manifest.Images {
 		Sizes: &manifest.ImageSizes{Boot: r.Images.Boot.Size, Root: r.Images.Root.Size, Hash: r.Images.Hash.Size},
 		Verity: &manifest.Verity{RootHash: r.Verity.RootHash, Salt: r.Verity.Salt, Hash: r.Verity.Hash,
 			DataBlockSize: r.Verity.DataBlockSize, HashBlockSize: r.Verity.HashBlockSize, DataBlocks: r.Verity.DataBlocks},
+		Delta: r.ManifestDelta(),
 	}
+}
+
+// ManifestDelta returns the delta entry of a manifest update for the
+// release (nil when it has no delta artifacts).
+func (r *Release) ManifestDelta() *manifest.Delta {
+	if r.Delta == nil {
+		return nil
+	}
+	return &manifest.Delta{Seekable: r.Delta.Seekable.Target, Index: r.Delta.Index.Target}
 }
 
 // Validate checks what a manifest needs from the release.
@@ -137,6 +158,28 @@ func (r *Release) Validate() error {
 			if b, err := hex.DecodeString(a.a.SHA256); err != nil || len(b) != 32 {
 				return bad("images.%s.sha256 %q is not a sha256 in hex", a.kind, a.a.SHA256)
 			}
+		}
+	}
+	if d := r.Delta; d != nil {
+		for _, a := range []struct {
+			kind string
+			a    Artifact
+		}{{"seekable", d.Seekable}, {"index", d.Index}} {
+			if err := manifest.CheckTargetName(a.a.Target); err != nil {
+				return bad("delta.%s: %v", a.kind, err)
+			}
+			if a.a.Size <= 0 || a.a.Length <= 0 {
+				return bad("delta.%s: size %d and length %d are not both positive", a.kind, a.a.Size, a.a.Length)
+			}
+			if b, err := hex.DecodeString(a.a.SHA256); err != nil || len(b) != 32 {
+				return bad("delta.%s.sha256 %q is not a sha256 in hex", a.kind, a.a.SHA256)
+			}
+		}
+		if d.Seekable.Size != r.Images.Root.Size {
+			return bad("delta.seekable.size %d is not the root image's %d", d.Seekable.Size, r.Images.Root.Size)
+		}
+		if d.FrameSize <= 0 || d.FrameSize%4096 != 0 {
+			return bad("delta.frame_size %d is not a positive multiple of 4096", d.FrameSize)
 		}
 	}
 	mv := r.ManifestImages().Verity

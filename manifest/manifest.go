@@ -58,7 +58,20 @@ type Images struct {
 	// Verity describes the root image's dm-verity tree (our addition,
 	// optional).
 	Verity *Verity
-	extra  object
+	// Delta names the release's delta artifacts (our addition, optional;
+	// clients that do not know it, and releases without it, install in
+	// full).
+	Delta *Delta
+	extra object
+}
+
+// Delta names the two targets a host needs to install the root image by
+// delta (see package delta): the seekable root image, and its index. Both
+// are TUF targets of their own, so the targets metadata pins their length
+// and sha256.
+type Delta struct {
+	Seekable string `json:"seekable"`
+	Index    string `json:"index"`
 }
 
 // ImageSizes are uncompressed image sizes in bytes.
@@ -203,6 +216,9 @@ func parseImages(raw []byte, what string) (Images, error) {
 		return im, err
 	}
 	if err := o.takeInto("verity", &im.Verity, false, what); err != nil {
+		return im, err
+	}
+	if err := o.takeInto("delta", &im.Delta, false, what); err != nil {
 		return im, err
 	}
 	im.extra = o
@@ -381,6 +397,7 @@ func (im Images) marshal() ([]byte, error) {
 		{"hash", raw(im.Hash, false)},
 		{"sizes", raw(im.Sizes, im.Sizes == nil)},
 		{"verity", raw(im.Verity, im.Verity == nil)},
+		{"delta", raw(im.Delta, im.Delta == nil)},
 	}, im.extra)
 }
 

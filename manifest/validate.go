@@ -60,7 +60,8 @@ func (m *Manifest) Validate() error {
 // ([CheckVariant], [CheckArch]); the three image names are plain file
 // names ([CheckTargetName]); image sizes, when given, are positive and at
 // most MaxImageSize; the verity parameters, when given, are what dm-verity
-// accepts ([Verity.Validate]); wave seeds start at 0, seeds and times
+// accepts ([Verity.Validate]); the delta targets, when given, are two
+// more plain file names; wave seeds start at 0, seeds and times
 // increase, every time lies in the years 0000 to 9999, and pauses are
 // ordered.
 func (u *Update) Validate() error {
@@ -102,6 +103,17 @@ func (u *Update) problems() Problems {
 		}
 		if err := v.validate(rootSize); err != nil {
 			ps = append(ps, err)
+		}
+	}
+	if d := u.Images.Delta; d != nil {
+		for _, im := range []struct{ name, v string }{{"seekable", d.Seekable}, {"index", d.Index}} {
+			if err := CheckTargetName(im.v); err != nil {
+				ps = append(ps, fmt.Errorf("images.delta.%s: %w", im.name, err))
+			}
+		}
+		names := map[string]bool{u.Images.Boot: true, u.Images.Root: true, u.Images.Hash: true}
+		if d.Seekable != "" && (d.Seekable == d.Index || names[d.Seekable] || names[d.Index]) {
+			ps = append(ps, fmt.Errorf("images.delta: the seekable image and the index must be two targets of their own, not %q and %q", d.Seekable, d.Index))
 		}
 	}
 	if err := u.Schedule().Validate(); err != nil {

@@ -18,12 +18,15 @@ import (
 )
 
 const buildSynopsis = `--kernel FILE [--initrd FILE] --rootfs DIR|TARBALL --variant V --arch A --version X [--size 2GiB]
-       [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none] [--cmdline ARGS] [--name NAME] [--json] --out DIR
+       [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none] [--cmdline ARGS] [--name NAME]
+       [--no-delta] [--delta-frame-size BYTES] [--json] --out DIR
 
 Builds a release: a bootable A/B disk image (Bottlerocket's partition plan,
 set A holding the release) and the update artifacts that publish it
 (<name>-<variant>-<arch>-<version>-boot.ext4.zst, -root.<fs>.zst,
--root.verity.zst) with release.json, for "updata add-update --from-release".
+-root.verity.zst) with release.json, for "updata add-update --from-release",
+and, for delta updates, the root image as a zstd seekable file
+(-root.<fs>.seek.zst, frames of 64 KiB) and its index (-root.<fs>.didx).
 The file systems are made without loop devices, mounts or root (mke2fs -d,
 mkfs.erofs, mksquashfs). The same inputs and SOURCE_DATE_EPOCH give the same
 bytes. OUT must not exist or be empty; the build appears there whole or not
@@ -47,6 +50,8 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	salt := fs.String("salt", "", "dm-verity salt as `HEX`, - for none (default: derived from the variant, the same for every release)")
 	guid := fs.String("disk-guid", "", "disk `GUID` (default: derived from the inputs)")
 	fs.BoolVar(&o.NoDisk, "no-disk", false, "build only the update artifacts and release.json")
+	fs.BoolVar(&o.NoDelta, "no-delta", false, "leave out the delta artifacts (the seekable root image and its index)")
+	fs.IntVar(&o.DeltaFrameSize, "delta-frame-size", 0, "output `BYTES` of each frame of the seekable root image, a multiple of 4096 (default 65536)")
 	out := fs.StringP("out", "o", "", "output `DIR`: new or empty (required)")
 	asJSON := fs.Bool("json", false, "print release.json and the files made as JSON")
 	verbose := fs.BoolP("verbose", "v", false, "say what is being done, on stderr")

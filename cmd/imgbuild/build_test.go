@@ -46,7 +46,8 @@ func TestBuildCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("%v: %s", err, stdout)
 	}
-	if res.Dir != out || len(res.Files) != 5 || res.Release.SourceDateEpoch != 1700000000 || res.Release.Disk == nil {
+	// The disk, three artifacts, the two delta artifacts, release.json.
+	if res.Dir != out || len(res.Files) != 7 || res.Release.SourceDateEpoch != 1700000000 || res.Release.Disk == nil {
 		t.Fatalf("result %+v", res)
 	}
 	for _, f := range res.Files {
@@ -56,9 +57,12 @@ func TestBuildCommand(t *testing.T) {
 	}
 	// The text output names the partitions, the artifacts and the next step.
 	out2 := filepath.Join(dir, "out2")
-	stdout, errs, code = ib(append(args, "--no-disk", "--compress", "lz4", "--out", out2)...)
+	stdout, errs, code = ib(append(args, "--no-disk", "--no-delta", "--compress", "lz4", "--out", out2)...)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if ents, _ := os.ReadDir(out2); len(ents) != 4 {
+		t.Errorf("--no-disk --no-delta made %d files", len(ents))
 	}
 	for _, want := range []string{"BOTTLEROCKET-ROOT-A", "-root.ext4.lz4", "add-update MANIFEST --from-release " + out2 + "/release.json"} {
 		if !strings.Contains(stdout, want) {

@@ -5,7 +5,7 @@
 //	updata init MANIFEST [--force]
 //	updata add-update MANIFEST --variant V --arch A --version X [--max-version M]
 //	    --boot NAME --root NAME --hash NAME [--boot-size N --root-size N --hash-size N]
-//	    [--verity-root-hash HEX --verity-salt HEX ...]
+//	    [--verity-root-hash HEX --verity-salt HEX ...] [--delta-seekable NAME --delta-index NAME]
 //	updata add-update MANIFEST --from-release release.json [--max-version M] [any option above, to override]
 //	updata remove-update MANIFEST --variant V --arch A --version X
 //	updata set-waves MANIFEST --variant V --arch A --version X --wave-policy FILE --start-at TIME [--json]

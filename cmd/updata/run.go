@@ -278,13 +278,16 @@ func cmdAdd(e *env, args []string) error {
 	fs.IntVar(&ver.DataBlockSize, "verity-data-block-size", 4096, "dm-verity data block size")
 	fs.IntVar(&ver.HashBlockSize, "verity-hash-block-size", 4096, "dm-verity hash block size")
 	fs.Uint64Var(&ver.DataBlocks, "verity-data-blocks", 0, "dm-verity data blocks")
+	var dl manifest.Delta
+	fs.StringVar(&dl.Seekable, "delta-seekable", "", "seekable root image target name, for delta updates (with --delta-index)")
+	fs.StringVar(&dl.Index, "delta-index", "", "delta index target name (with --delta-seekable)")
 	lockFlag(fs, e)
 	path, err := parse(args)
 	if err != nil {
 		return err
 	}
 	if *fromRelease != "" {
-		if err := fillFromRelease(fs, *fromRelease, &r, &im, &sizes, &ver); err != nil {
+		if err := fillFromRelease(fs, *fromRelease, &r, &im, &sizes, &ver, &dl); err != nil {
 			return err
 		}
 	}
@@ -312,6 +315,12 @@ func cmdAdd(e *env, args []string) error {
 	} else if fs.Changed("verity-salt") || fs.Changed("verity-data-blocks") {
 		return usagef("add-update: the verity options need --verity-root-hash")
 	}
+	switch {
+	case dl.Seekable != "" && dl.Index != "":
+		u.Images.Delta = &dl
+	case dl.Seekable != "" || dl.Index != "":
+		return usagef("add-update: give both --delta-seekable and --delta-index, or neither")
+	}
 	// The release on its own (names, sizes, verity) is the command line's
 	// business: a usage error. What depends on the manifest comes later.
 	if err := u.Validate(); err != nil {
@@ -336,7 +345,7 @@ func cmdAdd(e *env, args []string) error {
 // line from a release.json that imgbuild build wrote. The release is
 // checked as imgbuild writes it (image.ParseRelease); what it gives then
 // goes through the same checks as options typed by hand.
-func fillFromRelease(fs *pflag.FlagSet, path string, r *release, im *manifest.Images, sizes *manifest.ImageSizes, ver *manifest.Verity) error {
+func fillFromRelease(fs *pflag.FlagSet, path string, r *release, im *manifest.Images, sizes *manifest.ImageSizes, ver *manifest.Verity, dl *manifest.Delta) error {
 	b, err := safefile.ReadFile(path, image.MaxReleaseFile)
 	if err != nil {
 		return fmt.Errorf("--from-release: %w", err)
@@ -360,6 +369,10 @@ func fillFromRelease(fs *pflag.FlagSet, path string, r *release, im *manifest.Im
 	set("verity-root-hash", &ver.RootHash, ri.Verity.RootHash)
 	set("verity-salt", &ver.Salt, ri.Verity.Salt)
 	set("verity-hash", &ver.Hash, ri.Verity.Hash)
+	if ri.Delta != nil {
+		set("delta-seekable", &dl.Seekable, ri.Delta.Seekable)
+		set("delta-index", &dl.Index, ri.Delta.Index)
+	}
 	for _, n := range []struct {
 		flag string
 		dst  *int64

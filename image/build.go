@@ -53,6 +53,11 @@ type BuildOptions struct {
 	NoDisk bool
 	// Compression of the artifacts (default zstd).
 	Compression Compression
+	// NoDelta leaves out the delta artifacts (the seekable root image and
+	// its index, see delta.go); DeltaFrameSize is their frame size
+	// (default 64 KiB).
+	NoDelta        bool
+	DeltaFrameSize int
 	// Cmdline is added to the kernel command line.
 	Cmdline string
 	// Salt is the dm-verity salt: nil for DefaultSalt(Variant), empty
@@ -178,7 +183,7 @@ func (o *BuildOptions) Check() error {
 	if o.DiskGUID != nil && o.DiskGUID.IsZero() {
 		return bad("the all-zero disk GUID")
 	}
-	return nil
+	return o.checkDelta()
 }
 
 // builder holds a build in progress.
@@ -511,7 +516,12 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	if b.disk != nil && !root.inDisk {
 		extra = append(extra, &sparseWriter{w: b.disk, off: rootPart.off})
 	}
-	rootArt, err := b.artifact(ctx, rootName, root, append(extra, vb)...)
+	dl, err := b.startDelta(salt)
+	if err != nil {
+		return err
+	}
+	defer dl.close()
+	rootArt, err := b.artifact(ctx, rootName, root, append(append(extra, vb), dl.rootSinks()...)...)
 	tree, verr := vb.Close()
 	if err != nil {
 		return err
@@ -540,7 +550,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 			return err
 		}
 	}
-	hashArt, err := b.artifact(ctx, hashName, region{f: hf, size: tree.HashDeviceSize})
+	hashArt, err := b.artifact(ctx, hashName, region{f: hf, size: tree.HashDeviceSize}, dl.hashSinks()...)
 	if err != nil {
 		return err
 	}
@@ -607,6 +617,9 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 			DataBlockSize: tree.DataBlockSize, HashBlockSize: tree.HashBlockSize, DataBlocks: tree.DataBlocks,
 			HashStart: tree.HashStart, UUID: verity.FormatUUID(tree.UUID)},
 		Cmdline: cmdline,
+	}
+	if rel.Delta, err = b.finishDelta(dl, tree); err != nil {
+		return err
 	}
 	if b.disk != nil {
 		rel.Disk = &ReleaseDisk{File: diskName, Size: o.DiskSize, SectorSize: o.SectorSize, DiskGUID: guid.String()}

@@ -95,7 +95,8 @@ func TestBuild(t *testing.T) {
 	}
 	r := res.Release
 	disk := filepath.Join(o.Out, r.Disk.File)
-	wantFiles := []string{"release.json", r.Disk.File, r.Images.Boot.Target, r.Images.Root.Target, r.Images.Hash.Target}
+	wantFiles := []string{"release.json", r.Disk.File, r.Images.Boot.Target, r.Images.Root.Target, r.Images.Hash.Target,
+		r.Delta.Seekable.Target, r.Delta.Index.Target}
 	ents, _ := os.ReadDir(o.Out)
 	if len(ents) != len(wantFiles) {
 		t.Errorf("files %v, want %v", ents, wantFiles)
@@ -604,7 +605,7 @@ func TestHostileBuildTwoAtOnce(t *testing.T) {
 	}
 	nothingLeft(t, dir, "initrd", "out", "rootfs", "vmlinuz")
 	ents, _ := os.ReadDir(o.Out)
-	if len(ents) != 5 {
+	if len(ents) != 7 {
 		t.Errorf("the output holds %d files", len(ents))
 	}
 	js, _ := os.ReadFile(filepath.Join(o.Out, ReleaseFileName))

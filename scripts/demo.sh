@@ -139,7 +139,12 @@ run updata validate manifest.json
 say "A signed repository holding the manifest and the artifacts"
 mkdir -p targets
 cp manifest.json targets/
-cp build-1.0.0/*.zst build-1.1.0/*.zst targets/
+# Every artifact release.json names: the images, and the seekable root and
+# its delta index (a host with the older release downloads only what changed).
+for b in build-1.0.0 build-1.1.0; do
+  cp $b/*.zst targets/
+  ! ls $b/*.didx >/dev/null 2>&1 || cp $b/*.didx targets/
+done
 run tuftool create --root root.json -k keys/root.pem -k keys/targets.pem -k keys/snapshot.pem -k keys/timestamp.pem \
   --add-targets targets --outdir repo
 

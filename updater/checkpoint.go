@@ -1,7 +1,9 @@
 package updater
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/atomicfile"
+	"github.com/updog/updog/internal/fetch"
 	"github.com/updog/updog/internal/safefile"
 )
 
@@ -178,12 +181,44 @@ func (s *session) usable(c *checkpoint, plan *Plan) string {
 		if ip.Out < 0 || ip.Out > size || ip.In < 0 || ip.In > ip.Length {
 			return fmt.Sprintf("its %s offsets (%d in, %d out) are outside the image or the partition", img.Kind, ip.In, ip.Out)
 		}
-		if ip.Done && img.Kind != KindRoot && len(ip.OutSHA256) != 64 {
-			return fmt.Sprintf("its %s image is done without a hash", img.Kind)
+		if ip.Done {
+			// A done image is read back against what the checkpoint
+			// says, so what it says must agree with what was signed.
+			switch {
+			case img.Kind != KindRoot && len(ip.OutSHA256) != 64:
+				return fmt.Sprintf("its %s image is done without a hash", img.Kind)
+			case ip.Out <= 0:
+				return fmt.Sprintf("its %s image is done with nothing written", img.Kind)
+			case img.ImageBytes > 0 && ip.Out != img.ImageBytes:
+				return fmt.Sprintf("its %s image is done with %d bytes written, the manifest says %d", img.Kind, ip.Out, img.ImageBytes)
+			case ip.In != ip.Length:
+				return fmt.Sprintf("its %s image is done with %d of %d compressed bytes read", img.Kind, ip.In, ip.Length)
+			}
+			continue
 		}
-		if !ip.Done && ip.In > 0 && (ip.Codec != CodecZstd && ip.Codec != CodecRaw || len(ip.InState) == 0 ||
-			(img.Kind != KindRoot && len(ip.OutState) == 0)) {
+		if ip.In == 0 {
+			continue
+		}
+		if ip.Codec != CodecZstd && ip.Codec != CodecRaw || len(ip.InState) == 0 ||
+			(img.Kind != KindRoot && len(ip.OutState) == 0) {
 			return fmt.Sprintf("its %s restart point is incomplete", img.Kind)
+		}
+		if ip.Codec == CodecRaw && ip.In != ip.Out {
+			return fmt.Sprintf("its raw %s image has %d bytes read but %d written", img.Kind, ip.In, ip.Out)
+		}
+		// Hash states that cannot be restored would fail every later
+		// attempt the same way: they make the checkpoint unusable.
+		hashes := map[string][]byte{}
+		for alg, sum := range img.tf.Hashes {
+			hashes[alg] = sum
+		}
+		if _, err := fetch.NewVerifierAt(bytes.NewReader(nil), img.tf.Length, hashes, ip.In, ip.InState); err != nil {
+			return fmt.Sprintf("its %s restart point: %v", img.Kind, err)
+		}
+		if img.Kind != KindRoot {
+			if err := sha256.New().(encoding.BinaryUnmarshaler).UnmarshalBinary(ip.OutState); err != nil {
+				return fmt.Sprintf("its %s restart point's output hash: %v", img.Kind, err)
+			}
 		}
 	}
 	return ""

@@ -102,6 +102,9 @@ func (u *Updater) planImages(c *tufclient.Client, plan *Plan) error {
 		if err != nil {
 			return translate(fmt.Errorf("%s image of %s: %w", k.kind, plan.release(), err))
 		}
+		if tf.Length <= 0 {
+			return fmt.Errorf("%w: the %s image %s of %s is signed as empty", ErrCorrupt, k.kind, k.name, plan.release())
+		}
 		img.tf, img.DownloadBytes = tf, tf.Length
 		plan.DownloadBytes += tf.Length
 		plan.Images = append(plan.Images, img)
@@ -315,6 +318,19 @@ func (s *session) switchTo(ctx context.Context, record bool) error {
 	if p == nil || p.Stage != StageWritten || p.Set != in.String() || rec == nil || !rec.Verified {
 		return fmt.Errorf("%w: run `updog update-image` first", ErrNotStaged)
 	}
+	if !s.verifiedNow {
+		if err := s.recheck(ctx, rec); err != nil {
+			if ctx.Err() != nil {
+				return err
+			}
+			// What was staged is gone: forget it, so the next update
+			// writes the set again instead of failing here for ever.
+			delete(s.st.Sets, in.String())
+			s.st.Pending = nil
+			s.u.store.save(s.st)
+			return fmt.Errorf("%w: set %s is no longer what was written and verified (%v); run `updog update` again", ErrNotStaged, in, err)
+		}
+	}
 	tries := s.u.cfg.BootTries
 	now := s.u.now().UTC()
 	if record || s.st.LastAttempt == nil {
@@ -334,6 +350,9 @@ func (s *session) switchTo(ctx context.Context, record bool) error {
 	s.st.LastAttempt.Ended = s.u.now().UTC()
 	if err != nil {
 		s.st.LastAttempt.Outcome, s.st.LastAttempt.Error = "failed", err.Error()
+		if ctx.Err() != nil {
+			s.st.LastAttempt.Outcome = "interrupted"
+		}
 		s.u.store.save(s.st)
 		return fmt.Errorf("switching to set %s: %w", in, err)
 	}
@@ -443,5 +462,15 @@ func (s *session) reboot(ctx context.Context) error {
 		return err
 	}
 	sysutil.Sync()
-	return s.u.o.Reboot(ctx)
+	if err := s.u.o.Reboot(ctx); err != nil {
+		// Nothing is rebooting: say so, or status would wait for a
+		// reboot that is not coming. The switch stands; a reboot by
+		// any means starts the new set.
+		s.st.Rebooting = nil
+		if serr := s.u.store.save(s.st); serr != nil {
+			s.u.log.Warn("could not record that the reboot failed", "err", serr)
+		}
+		return fmt.Errorf("rebooting: %w (the switch is made: the next boot starts the new set)", err)
+	}
+	return nil
 }

@@ -88,28 +88,34 @@ type RebootConfig struct {
 // "2 minutes").
 type Duration struct{ time.Duration }
 
-// UnmarshalTOML implements toml.Unmarshaler.
+// maxDuration bounds every duration key: a year.
+const maxDuration = 365 * 24 * time.Hour
+
+// UnmarshalTOML implements toml.Unmarshaler. Whatever the form, a
+// duration is at most a year: "1000000h" is a mistake, not a policy.
 func (d *Duration) UnmarshalTOML(v any) error {
+	var dd time.Duration
 	switch x := v.(type) {
 	case int64:
-		if x < 0 || x > int64(365*24*time.Hour/time.Second) {
-			return fmt.Errorf("%d seconds is out of range", x)
+		if x < 0 || x > int64(maxDuration/time.Second) {
+			return fmt.Errorf("%d seconds is out of range (0 to %d)", x, int64(maxDuration/time.Second))
 		}
-		d.Duration = time.Duration(x) * time.Second
-		return nil
+		dd = time.Duration(x) * time.Second
 	case string:
-		if dd, err := time.ParseDuration(x); err == nil && dd >= 0 {
-			d.Duration = dd
-			return nil
+		var err error
+		if dd, err = time.ParseDuration(x); err != nil || dd < 0 {
+			if dd, err = waves.ParseOffset(x); err != nil {
+				return fmt.Errorf("%q is not a duration such as \"90s\" or \"2 minutes\"", x)
+			}
 		}
-		dd, err := waves.ParseOffset(x)
-		if err != nil {
-			return fmt.Errorf("%q is not a duration such as \"90s\" or \"2 minutes\"", x)
+		if dd < 0 || dd > maxDuration {
+			return fmt.Errorf("%q is out of range (0 to 365 days)", x)
 		}
-		d.Duration = dd
-		return nil
+	default:
+		return fmt.Errorf("want seconds or a duration string, got %T", v)
 	}
-	return fmt.Errorf("want seconds or a duration string, got %T", v)
+	d.Duration = dd
+	return nil
 }
 
 // Defaults of our keys.

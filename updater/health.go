@@ -70,7 +70,8 @@ func healthChecks(dir string) ([]string, error) {
 }
 
 // runCheck runs one check with a timeout, killing its whole process group
-// when the time is up, and keeps a bounded copy of its output.
+// when the time is up and after it exits (a check that leaves a child
+// behind does not keep it), and keeps a bounded copy of its output.
 func runCheck(ctx context.Context, path string, timeout time.Duration) CheckResult {
 	r := CheckResult{Name: filepath.Base(path), ExitCode: -1}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
@@ -79,50 +80,62 @@ func runCheck(ctx context.Context, path string, timeout time.Duration) CheckResu
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 2 * time.Second
-	var out limitedBuffer
-	out.max = maxCheckOutput
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &limitedBuffer{max: maxCheckOutput}
+	cmd.Stdout, cmd.Stderr = out, out
 	start := time.Now()
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		err = cmd.Wait()
+		// Whatever the check left running dies with it.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	r.Duration = time.Since(start)
 	r.Output = out.String()
 	if cmd.ProcessState != nil {
 		r.ExitCode = cmd.ProcessState.ExitCode()
 	}
+	// A check that exited 0 passed, even if a child it started kept its
+	// output open past the wait (exec.ErrWaitDelay).
+	passed := cmd.ProcessState != nil && cmd.ProcessState.Success() && (err == nil || errors.Is(err, exec.ErrWaitDelay))
 	switch {
-	case cctx.Err() == context.DeadlineExceeded:
+	case cctx.Err() == context.DeadlineExceeded && !passed:
 		r.Error = fmt.Sprintf("timed out after %s", timeout)
 	case ctx.Err() != nil:
 		r.Error = ctx.Err().Error()
-	case err != nil:
+	case !passed && err != nil:
 		r.Error = err.Error()
+	case !passed:
+		r.Error = "failed"
 	default:
 		r.OK = true
 	}
 	return r
 }
 
+// limitedBuffer keeps the first max bytes written to it and counts the
+// rest. (It is not a bytes.Buffer: io.Copy would use Buffer.ReadFrom and
+// never pass through the limit.)
 type limitedBuffer struct {
-	bytes.Buffer
+	buf       bytes.Buffer
 	max       int
-	truncated bool
+	truncated int64
 }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room < len(p) {
+	if room := b.max - b.buf.Len(); room < len(p) {
 		if room > 0 {
-			b.Buffer.Write(p[:room])
+			b.buf.Write(p[:room])
 		}
-		b.truncated = true
+		b.truncated += int64(len(p) - max(room, 0))
 		return len(p), nil
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
 
 func (b *limitedBuffer) String() string {
-	s := b.Buffer.String()
-	if b.truncated {
-		s += "\n[output truncated]"
+	s := b.buf.String()
+	if b.truncated > 0 {
+		s += fmt.Sprintf("\n[%d more bytes of output not kept]", b.truncated)
 	}
 	return s
 }

@@ -6,9 +6,9 @@ import (
 	"crypto/subtle"
 	"encoding"
 	"encoding/hex"
-	"hash"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 
@@ -249,6 +249,11 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	if dec.codec != CodecRaw && (left > 0 || drained > 0) {
 		return w, fmt.Errorf("%w: %s image %s has %d bytes after its end", ErrTrailingData, img.Kind, img.Target, int64(left)+drained)
 	}
+	if w.n == 0 {
+		// Nothing written would leave whatever the partition held (an
+		// older kernel) to be recorded as this release.
+		return w, fmt.Errorf("%w: %s image %s decompressed to nothing", ErrCorrupt, img.Kind, img.Target)
+	}
 	if img.ImageBytes > 0 && w.n != img.ImageBytes {
 		return w, fmt.Errorf("%w: %s image %s decompressed to %d bytes, the manifest says %d", ErrCorrupt, img.Kind, img.Target, w.n, img.ImageBytes)
 	}
@@ -386,6 +391,18 @@ func (c readerAtCounter) ReadAt(p []byte, off int64) (int, error) {
 // the switch the set cannot boot.
 func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) (*SetRecord, error) {
 	in := s.inactive()
+	// Open (exclusively, on a block device) every partition before the
+	// first table write: a partition the running system holds (a wrong
+	// --active where /sys cannot tell) is refused with the disk as it was.
+	parts, err := s.openParts(plan)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, p := range parts {
+			p.close()
+		}
+	}()
 	cp := s.resumable(plan)
 	if cp == nil {
 		// Clear the inactive set's bits: from now on it cannot boot until
@@ -408,7 +425,7 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 	if err := save(); err != nil {
 		return nil, err
 	}
-	rec, err := s.installFrom(ctx, c, plan, cp, save)
+	rec, err := s.installFrom(ctx, c, plan, cp, save, parts)
 	if err != nil {
 		if !resumableError(ctx, err) {
 			// The content is bad: the next attempt starts over.
@@ -455,21 +472,18 @@ func (s *session) resumable(plan *Plan) *checkpoint {
 	return nil
 }
 
-// installFrom writes (from the checkpoint's restart points) and verifies
-// the images.
-func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Plan, cp *checkpoint, save func() error) (*SetRecord, error) {
-	in := s.inactive()
-	parts := map[string]*partition{}
-	defer func() {
-		for _, p := range parts {
-			p.close()
-		}
-	}()
-	sets := s.l.Sets[in]
+// openParts opens the inactive partitions the plan writes. On error,
+// those opened are closed.
+func (s *session) openParts(plan *Plan) (map[string]*partition, error) {
+	sets := s.l.Sets[s.inactive()]
 	nums := map[string]int{KindBoot: sets.Boot, KindRoot: sets.Root, KindHash: sets.Hash}
+	parts := map[string]*partition{}
 	for _, img := range plan.Images {
 		p, err := s.openPartition(nums[img.Kind])
 		if err != nil {
+			for _, q := range parts {
+				q.close()
+			}
 			return nil, err
 		}
 		if s.u.o.WrapPartition != nil {
@@ -477,6 +491,13 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		}
 		parts[img.Kind] = p
 	}
+	return parts, nil
+}
+
+// installFrom writes (from the checkpoint's restart points) and verifies
+// the images.
+func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Plan, cp *checkpoint, save func() error,
+	parts map[string]*partition) (*SetRecord, error) {
 	var mv *manifest.Verity
 	if plan.update != nil {
 		mv = plan.update.Images.Verity
@@ -594,12 +615,94 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		return nil, fmt.Errorf("%w: reading back the root and hash partitions: %w", ErrCorrupt, err)
 	}
 	rec := &SetRecord{Release: plan.release(), WrittenAt: s.u.now().UTC(), Verified: true,
-		Images: map[string]string{}, RootHash: hex.EncodeToString(rootHash)}
+		Images: map[string]string{}, RootHash: hex.EncodeToString(rootHash),
+		Partitions: s.partRefs(), Written: map[string]imageSum{}}
 	for _, img := range plan.Images {
 		rec.Images[img.Kind] = img.Target
+		sum := imageSum{Bytes: got[img.Kind].n}
+		if img.Kind != KindRoot {
+			sum.SHA256 = hex.EncodeToString(got[img.Kind].sha256)
+		}
+		rec.Written[img.Kind] = sum
 	}
 	s.lastResumes = resumes
+	s.verifiedNow = true
 	return rec, nil
+}
+
+// recheck checks, before a switch that did not follow its install in this
+// run, that the inactive set is still what was written and verified: the
+// same partitions (number, extent, GUID), the boot and hash images'
+// sha256 read back from the disk, and the hash tree against the recorded
+// root hash. (The root's data is checked by dm-verity at every read.)
+func (s *session) recheck(ctx context.Context, rec *SetRecord) error {
+	if len(rec.Partitions) == 0 || rec.Written == nil || rec.RootHash == "" {
+		return errors.New("the state has no record of what was verified there")
+	}
+	for kind, r := range s.partRefs() {
+		if rec.Partitions[kind] != r {
+			return fmt.Errorf("its %s partition changed since it was verified (%+v, now %+v)", kind, rec.Partitions[kind], r)
+		}
+	}
+	sp := s.l.Sets[s.inactive()]
+	open := func(kind string, n int) (*partition, io.ReaderAt, func() error, error) {
+		p, err := s.openPartition(n)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		r, closeBack, err := readBack(p)
+		if err != nil {
+			p.close()
+			return nil, nil, nil, err
+		}
+		return p, r, func() error { closeBack(); return p.close() }, nil
+	}
+	for _, kind := range []string{KindBoot, KindHash} {
+		w, ok := rec.Written[kind]
+		want, err := hex.DecodeString(w.SHA256)
+		if !ok || err != nil || len(want) != sha256.Size || w.Bytes <= 0 {
+			return fmt.Errorf("the state has no sha256 of the %s image written", kind)
+		}
+		n := map[string]int{KindBoot: sp.Boot, KindHash: sp.Hash}[kind]
+		p, r, closeAll, err := open(kind, n)
+		if err != nil {
+			return err
+		}
+		if w.Bytes > p.dev.Size() {
+			closeAll()
+			return fmt.Errorf("the %s image written (%d bytes) is larger than its partition", kind, w.Bytes)
+		}
+		err = s.readBackSHA256(ctx, kind, r, w.Bytes, want)
+		closeAll()
+		if err != nil {
+			return err
+		}
+	}
+	root, err := hex.DecodeString(rec.RootHash)
+	if err != nil {
+		return fmt.Errorf("the recorded root hash: %w", err)
+	}
+	_, r, closeAll, err := open(KindHash, sp.Hash)
+	if err != nil {
+		return err
+	}
+	defer closeAll()
+	params, err := verityParams(r, nil)
+	if err != nil {
+		return err
+	}
+	check, err := verity.NewChecker(ctx, r, params, root)
+	if err != nil {
+		return fmt.Errorf("the hash tree against the recorded root hash: %w", err)
+	}
+	if err := check.Skip(params.DataBlocks); err != nil {
+		check.Close()
+		return err
+	}
+	if err := check.Close(); err != nil {
+		return fmt.Errorf("the hash tree against the recorded root hash: %w", err)
+	}
+	return nil
 }
 
 // readBack returns a reader of what the disk holds for a partition: on a

@@ -225,7 +225,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 func TestCheckpointDiscarded(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		name string
+		name  string
 		spoil func(f *fixture, path string)
 		want  string
 	}{

@@ -4,24 +4,33 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
 
 	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/internal/flock"
 )
 
 // session is one command's view of the disk and the state.
 type session struct {
-	u      *Updater
-	disk   *gptprio.Disk
-	t      *gptprio.Table
-	l      gptprio.Layout
-	active gptprio.Set
-	st     *State
+	diskLock *flock.Held
+	u        *Updater
+	disk     *gptprio.Disk
+	t        *gptprio.Table
+	l        gptprio.Layout
+	active   gptprio.Set
+	st       *State
 	// lastResumes counts download resumptions of the last install.
 	lastResumes int
 	// discarded says why a checkpoint was not used ("" when none was).
 	discarded string
 	// resumedAt is the compressed bytes a checkpoint saved (-1: none used).
 	resumedAt int64
+	// verifiedNow: this session wrote and verified the inactive set (the
+	// switch need not check it again).
+	verifiedNow bool
 }
 
 // note says what happened to the checkpoint, for the last attempt.
@@ -49,6 +58,16 @@ func (u *Updater) openSession(ctx context.Context, readOnly, needActive bool) (*
 		d.Close()
 		return nil, err
 	}
+	if !readOnly {
+		// The state directory's lock keeps two updogs sharing it apart;
+		// two with different state directories (two configurations) could
+		// still write the same disk. A lock named after the disk's GUID
+		// keeps them apart too.
+		if err := s.lockDisk(ctx); err != nil {
+			d.Close()
+			return nil, err
+		}
+	}
 	if d.Active == nil {
 		if needActive {
 			d.Close()
@@ -72,7 +91,55 @@ func (u *Updater) openSession(ctx context.Context, readOnly, needActive bool) (*
 	return s, nil
 }
 
-func (s *session) close() { s.disk.Close() }
+func (s *session) close() {
+	s.diskLock.Release()
+	s.disk.Close()
+}
+
+// diskIdentity names a disk for its lock: the device number of a block
+// device, the device and inode of an image file (GUIDs repeat on cloned
+// disks; paths have aliases).
+func diskIdentity(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", fmt.Errorf("cannot identify %s", path)
+	}
+	if fi.Mode()&os.ModeDevice != 0 {
+		return fmt.Sprintf("blk-%x", st.Rdev), nil
+	}
+	return fmt.Sprintf("file-%x-%x", st.Dev, st.Ino), nil
+}
+
+// lockDisk takes the disk's updog lock (in Options.RunDir, /run/lock by
+// default), failing at once, naming the holder, when another updog has it.
+func (s *session) lockDisk(ctx context.Context) error {
+	dir := s.u.o.RunDir
+	if dir == "" {
+		dir = "/run/lock"
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("the disk lock's directory: %w", err)
+	}
+	id, err := diskIdentity(s.disk.Path)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "updog-disk-"+id+".lock")
+	h, err := flock.LockFile(ctx, path, s.u.o.LockWait)
+	if err != nil {
+		var le *flock.LockedError
+		if errors.As(err, &le) {
+			return &LockedError{Path: path, PID: le.PID, What: "disk " + s.disk.Path}
+		}
+		return fmt.Errorf("locking %s for updog: %w", s.disk.Path, err)
+	}
+	s.diskLock = h
+	return nil
+}
 
 func (s *session) reload(ctx context.Context) error {
 	t, l, err := s.disk.Read(ctx)
@@ -86,8 +153,15 @@ func (s *session) reload(ctx context.Context) error {
 func (s *session) inactive() gptprio.Set { return s.active.Other() }
 
 func (s *session) dual() error {
-	if len(s.l.Sets) < 2 {
+	switch {
+	case len(s.l.Sets) < 2:
 		return fmt.Errorf("%w: %s has a single partition set", ErrNoInactiveSet, s.disk.Path)
+	case len(s.l.Sets) > 2:
+		// Which set is "the other one" has no answer with three sets.
+		return fmt.Errorf("%w: %s has %d partition sets (%v); updog updates A/B disks only", gptprio.ErrTooManySets,
+			s.disk.Path, len(s.l.Sets), s.l.Names())
+	case s.active != gptprio.SetA && s.active != gptprio.SetB:
+		return fmt.Errorf("%w: the running set %v is neither A nor B", ErrNoInactiveSet, s.active)
 	}
 	return nil
 }
@@ -137,6 +211,11 @@ func (s *session) reconcile() bool {
 			return true
 		}
 		return false
+	case a.Tries() == 0 && a.Priority() == 0:
+		// The bits were cleared by hand (signpost clear-inactive) before
+		// the set booted: no boot failed; the switch is just undone.
+		p.Stage, p.AppliedAt = StageWritten, time.Time{}
+		return true
 	case a.Tries() == 0:
 		reason := fmt.Sprintf("set %s was tried at boot and never marked good; the bootloader fell back to set %s", ps, s.active)
 		s.st.recordFailure(p.Release, reason, now)

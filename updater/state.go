@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +100,18 @@ type SetRecord struct {
 	// Source, in status only, says where the record comes from when
 	// updog did not write the set ("os-release": the running set).
 	Source string `json:"source,omitempty"`
+	// Partitions are the partitions written (number, extent, GUID), and
+	// Written what each holds: before the switch both are checked again,
+	// so a set is never switched to on the state file's word alone.
+	Partitions map[string]partRef  `json:"partitions,omitempty"`
+	Written    map[string]imageSum `json:"written,omitempty"`
+}
+
+// imageSum is an image as written: its length and (boot and hash images)
+// its sha256; the root is checked against the dm-verity tree instead.
+type imageSum struct {
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // Pending is an update between the first write and the first good boot.
@@ -133,6 +147,7 @@ type Failure struct {
 // store is the state directory.
 type store struct {
 	dir  string
+	log  *slog.Logger
 	held *flock.Held
 	// frozen makes every later write fail (tests: a process killed at
 	// that instant writes nothing more).
@@ -152,29 +167,35 @@ func openStore(dir string) (*store, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("state directory %s is not a directory", dir)
 	}
-	return &store{dir: dir}, nil
+	return &store{dir: dir, log: slog.New(slog.DiscardHandler)}, nil
 }
 
 // LockedError names the updog that holds the lock.
 type LockedError struct {
 	Path string
 	PID  int
+	// What is locked, when not the state directory ("disk /dev/sda").
+	What string
 }
 
 func (e *LockedError) Error() string {
-	if e.PID > 0 {
-		return fmt.Sprintf("another updog (PID %d) holds %s; try again when it has finished", e.PID, e.Path)
+	what := e.Path
+	if e.What != "" {
+		what = e.What + " (" + e.Path + ")"
 	}
-	return fmt.Sprintf("another updog holds %s; try again when it has finished", e.Path)
+	if e.PID > 0 {
+		return fmt.Sprintf("another updog (PID %d) holds %s; try again when it has finished", e.PID, what)
+	}
+	return fmt.Sprintf("another updog holds %s; try again when it has finished", what)
 }
 
 // Is makes a LockedError match ErrLocked.
 func (e *LockedError) Is(target error) bool { return target == ErrLocked }
 
-// lock takes the state lock without waiting: a second updog fails at once
-// and names the holder.
-func (s *store) lock(ctx context.Context) error {
-	h, err := flock.LockFile(ctx, filepath.Join(s.dir, lockFile), 0)
+// lock takes the state lock, waiting up to wait (0: fail at once) for
+// another updog to finish; when it cannot, the error names the holder.
+func (s *store) lock(ctx context.Context, wait time.Duration) error {
+	h, err := flock.LockFile(ctx, filepath.Join(s.dir, lockFile), wait)
 	if err != nil {
 		var le *flock.LockedError
 		if errors.As(err, &le) {
@@ -183,15 +204,37 @@ func (s *store) lock(ctx context.Context) error {
 		return fmt.Errorf("locking the state directory: %w", err)
 	}
 	s.held = h
+	s.cleanTmp()
 	return nil
+}
+
+// cleanTmp removes what an updog killed mid-run left in the state
+// directory's tmp/ (unpacked bundles: whole releases). Only the lock
+// holder may: no other updog is using them.
+func (s *store) cleanTmp() {
+	tmp := s.path("tmp")
+	ents, err := os.ReadDir(tmp)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "bundle-") {
+			if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+				s.log.Warn("could not remove what an earlier updog left", "path", filepath.Join(tmp, e.Name()), "err", err)
+			}
+		}
+	}
 }
 
 func (s *store) unlock() { s.held.Release(); s.held = nil }
 
 func (s *store) path(name string) string { return filepath.Join(s.dir, name) }
 
-// load reads state.json; a missing file is an empty state. A damaged file
-// is set aside (state.json.bad) and reported, never silently ignored.
+// load reads state.json; a missing file is an empty state. A damaged
+// file, when this updog holds the lock, is set aside (state.json.bad) with
+// a warning and updog goes on from an empty state: its own bookkeeping
+// must never keep a healthy set from being marked good. Without the lock
+// (status) it is an error naming the file.
 func (s *store) load() (*State, error) {
 	st := &State{}
 	b, err := safefile.ReadFile(s.path(stateFile), maxStateBytes)
@@ -200,19 +243,76 @@ func (s *store) load() (*State, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if err := json.Unmarshal(b, st); err != nil {
-			return nil, fmt.Errorf("%s is damaged (%w); move it away to start afresh", s.path(stateFile), err)
+		if uerr := json.Unmarshal(b, st); uerr != nil {
+			if s.held == nil || s.frozen.Load() {
+				return nil, fmt.Errorf("%s is damaged (%w); move it away to start afresh", s.path(stateFile), uerr)
+			}
+			bad := s.path(stateFile + ".bad")
+			if err := os.Rename(s.path(stateFile), bad); err != nil {
+				return nil, fmt.Errorf("%s is damaged (%w) and could not be set aside: %w", s.path(stateFile), uerr, err)
+			}
+			s.log.Warn("the state file was damaged: set aside, going on from an empty state (the failed-release list and pending update are forgotten; the disk's boot bits still say what runs)",
+				"file", s.path(stateFile), "moved_to", bad, "err", uerr)
+			st = &State{}
 		}
 	}
 	if st.Sets == nil {
 		st.Sets = map[string]*SetRecord{}
 	}
-	if st.HostID == "" {
-		var id [16]byte
-		rand.Read(id[:])
-		st.HostID = hex.EncodeToString(id[:])
+	if _, err := decodeHex16(st.HostID); err != nil {
+		st.HostID = s.hostID()
 	}
 	return st, nil
+}
+
+const hostIDFile = "host-id"
+
+// hostID is the host's random identity when state.json has none: read
+// from the state directory's host-id file, or made and saved there (a
+// link(2) makes the first writer win), so every command, read-only or
+// not, sees the same one. Where it cannot be saved (a read-only state
+// directory) it is random for this run.
+func (s *store) hostID() string {
+	p := s.path(hostIDFile)
+	read := func() string {
+		b, err := safefile.ReadFile(p, 64)
+		if err != nil {
+			return ""
+		}
+		id := strings.TrimSpace(string(b))
+		if _, err := decodeHex16(id); err != nil {
+			return ""
+		}
+		return id
+	}
+	if id := read(); id != "" {
+		return id
+	}
+	var raw [16]byte
+	rand.Read(raw[:])
+	id := hex.EncodeToString(raw[:])
+	if s.frozen.Load() {
+		return id
+	}
+	f, err := os.CreateTemp(s.dir, ".host-id-*")
+	if err != nil {
+		return id
+	}
+	defer os.Remove(f.Name())
+	_, werr := f.WriteString(id + "\n")
+	serr := f.Sync()
+	cerr := f.Close()
+	if werr != nil || serr != nil || cerr != nil {
+		return id
+	}
+	if err := os.Link(f.Name(), p); err == nil {
+		atomicfile.SyncDir(s.dir)
+		return id
+	}
+	if other := read(); other != "" {
+		return other
+	}
+	return id
 }
 
 // save replaces state.json atomically (temp, fsync, rename, directory

@@ -62,6 +62,13 @@ type Options struct {
 	// most this long (never a rollback, never an expired root or targets),
 	// for hosts updated from bundles; when it is used, status says so.
 	OfflineGrace time.Duration
+	// RunDir holds the disk locks (default /run/lock).
+	RunDir string
+	// LockWait is how long Lock and the disk lock wait for another updog
+	// to finish before failing with ErrLocked (0: fail at once).
+	// mark-good waits, so a check-update timer never costs a healthy
+	// boot its mark.
+	LockWait time.Duration
 	// LockBackoff overrides the fleet lock client's backoff (tests).
 	LockBackoff func(attempt int) time.Duration
 	// CheckpointEvery is the most compressed input between two install
@@ -85,6 +92,8 @@ type Updater struct {
 	bundle *tufclient.Bundle
 	// graceUsed is how far expired metadata was accepted (0: not at all).
 	graceUsed time.Duration
+	// warnedMachineID: the unreadable machine_id was reported.
+	warnedMachineID bool
 }
 
 // Close releases what the Updater opened (an unpacked bundle).
@@ -130,13 +139,15 @@ func New(o Options) (*Updater, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.log = o.Logger
 	return &Updater{o: o, cfg: o.Config, store: st, log: o.Logger, now: o.Now}, nil
 }
 
 // Lock takes the state directory's lock for a command that changes
-// anything; it fails at once with a *LockedError (ErrLocked) naming the
-// holder when another updog runs. Release with Unlock.
-func (u *Updater) Lock(ctx context.Context) error { return u.store.lock(ctx) }
+// anything; when another updog runs it waits up to Options.LockWait, then
+// fails with a *LockedError (ErrLocked) naming the holder. Release with
+// Unlock.
+func (u *Updater) Lock(ctx context.Context) error { return u.store.lock(ctx, u.o.LockWait) }
 
 // Unlock releases the lock.
 func (u *Updater) Unlock() { u.store.unlock() }
@@ -154,9 +165,17 @@ func (u *Updater) host(st *State) (waves.Host, string) {
 	src := "state directory"
 	mid, err := safefile.ReadFile(u.cfg.MachineID, 4096)
 	if err == nil {
-		if mh, err := hostFromMachineID(mid); err == nil {
+		var mh waves.Host
+		if mh, err = hostFromMachineID(mid); err == nil {
 			h, src = mh, "machine-id"
 		}
+	}
+	if err != nil && u.cfg.Seed == nil && !u.warnedMachineID {
+		// The seed places the host in a rollout wave: say when it does
+		// not come from where the operator expects.
+		u.warnedMachineID = true
+		u.log.Warn("machine_id could not be read: the rollout seed comes from the state directory's random host ID instead (set seed in updog.toml to choose it)",
+			"machine_id", u.cfg.MachineID, "err", err)
 	}
 	if src != "machine-id" {
 		hx, _ := decodeHex16(st.HostID)

@@ -94,8 +94,13 @@ type command struct {
 type cmdOpts struct {
 	all, now, dryRun, reboot bool
 	image, from              string
-	grace                    time.Duration
+	grace, lockWait          time.Duration
 }
+
+// markGoodLockWait is how long mark-good waits for another updog (a
+// check-update from a timer) to release the lock: failing would leave a
+// healthy set unmarked, to be rolled back at the next reboot.
+const markGoodLockWait = 5 * time.Minute
 
 // offline registers --from and --offline-grace.
 func (o *cmdOpts) offline(fs *pflag.FlagSet) {
@@ -191,6 +196,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e env) in
 	if cmd.flags != nil {
 		cmd.flags(fs, o)
 	}
+	if cmd.locks {
+		def := time.Duration(0)
+		if name == "mark-good" {
+			def = markGoodLockWait
+		}
+		fs.DurationVar(&o.lockWait, "lock-wait", def, "wait up to `DURATION` for another updog to release its lock (then exit 5)")
+	}
 	chelp := fs.BoolP("help", "h", false, "show this help")
 	if err := fs.Parse(rest[1:]); err != nil {
 		return cli.Report("updog", name, cli.Usagef("%s: %v (see updog %s --help)", name, err, name), stderr)
@@ -232,6 +244,12 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
 		return cli.Usagef("--log-level %q: want debug, info, warn or error", g.logLevel)
 	}
+	if o.grace < 0 {
+		return cli.Usagef("--offline-grace %s: want a positive duration", o.grace)
+	}
+	if o.lockWait < 0 {
+		return cli.Usagef("--lock-wait %s: want a positive duration", o.lockWait)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg, err := updater.LoadConfig(g.config)
 	if err != nil {
@@ -241,11 +259,8 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 		fmt.Fprintf(stderr, "updog: warning: %s\n", w)
 	}
 	c := &cmdCtx{name: name, g: g, o: o, stdout: stdout, stderr: stderr}
-	if o.grace < 0 {
-		return cli.Usagef("--offline-grace %s: want a positive duration", o.grace)
-	}
 	opts := updater.Options{Config: cfg, Disk: g.disk, Active: g.active, SectorSize: g.sectorSize, Host: e.host,
-		Now: e.now, Logger: logger, Reboot: e.reboot, From: o.from, OfflineGrace: o.grace}
+		Now: e.now, Logger: logger, Reboot: e.reboot, From: o.from, OfflineGrace: o.grace, LockWait: o.lockWait}
 	if prog := progressFor(g.json, stderr, e); prog != nil {
 		opts.Progress = prog
 		c.prog = prog
@@ -266,7 +281,25 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 	if c.prog != nil {
 		c.prog.Wait()
 	}
-	return classify(err)
+	return classify(interrupted(ctx, name, err))
+}
+
+// interrupted says, when a signal ended the command, that a signal did,
+// and for an install that the next run goes on from its checkpoint.
+func interrupted(ctx context.Context, name string, err error) error {
+	if err == nil || ctx.Err() == nil {
+		return err
+	}
+	cause := context.Cause(ctx)
+	if cause == nil || errors.Is(cause, context.Canceled) {
+		cause = errors.New("signal received")
+	}
+	next := "nothing was changed past the last safe point"
+	switch name {
+	case "update", "update-image":
+		next = "the inactive set cannot boot until an update completes; run `updog " + name + "` again to go on from the last checkpoint"
+	}
+	return fmt.Errorf("stopped (%v): %s (%w)", cause, next, err)
 }
 
 type progressWaiter interface {

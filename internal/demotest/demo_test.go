@@ -82,7 +82,7 @@ func TestDemo(t *testing.T) {
 		{"$ updata add-update manifest.json --from-release build-1.1.0/release.json", "added demo " + arch + " 1.1.0"},
 		{"$ updata set-waves manifest.json --variant demo", "set 3 waves"},
 		{"$ updata validate manifest.json", "is valid: 2 release(s)"},
-		{"$ tuftool create --root root.json", "7 target(s)"},
+		{"$ tuftool create --root root.json", "11 target(s)"},
 		{"$ python3 -m http.server --bind 127.0.0.1", "serving on http://127.0.0.1:"},
 		{"$ updog --config updog.toml --disk disk.img --active a check-update", "demo 1.1.0"},
 		{"$ updog --config updog.toml --disk disk.img --active a update", "wrote and verified demo " + arch + " 1.1.0 in set B"},

@@ -231,11 +231,14 @@ func (f *Fleet) sample(ctx context.Context, res *Result) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		// Each sample runs to its end (at most a second) even when the run
+		// ends meanwhile: a run whose hosts had nothing left to do still
+		// gets its one sample.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
 		holders, err := f.Holders(sctx)
 		cancel()
 		switch {
-		case ctx.Err() != nil:
+		case err != nil && ctx.Err() != nil:
 			return
 		case err != nil:
 			res.SampleErrors++

@@ -37,6 +37,9 @@ type Plan struct {
 	update *manifest.Update // the chosen release
 	// DownloadBytes is the total signed length of the images.
 	DownloadBytes int64 `json:"download_bytes"`
+	// Delta is the delta install of the root image (delta.go), when
+	// planned.
+	Delta *DeltaPlan `json:"delta,omitempty"`
 }
 
 // Update is the chosen release (nil when there is none).
@@ -216,7 +219,7 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 		}
 	}
 	if o.DryRun {
-		return plan, nil
+		return plan, s.planDelta(ctx, c, plan)
 	}
 	// Overwriting the inactive set destroys it. When the running set has
 	// not proven itself, the inactive set may be the only good one.
@@ -250,6 +253,9 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 			return plan, s.reboot(ctx)
 		}
 		return plan, nil
+	}
+	if err := s.planDelta(ctx, c, plan); err != nil {
+		return plan, err
 	}
 	now := u.now().UTC()
 	s.st.Pending = &Pending{Release: rel, Set: in.String(), Stage: StageWriting, StartedAt: now}

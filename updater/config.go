@@ -47,6 +47,10 @@ type Config struct {
 	// install downloads again, at most, besides its read-ahead.
 	CheckpointEvery int64 `toml:"checkpoint_every"`
 
+	// Delta is "auto" (default), "off" or "required": how the root image
+	// is installed when the release publishes a delta index (delta.go).
+	Delta string `toml:"delta"`
+
 	// Reboot is the [reboot] table: when the new set may be switched to
 	// and rebooted into.
 	Reboot RebootConfig `toml:"reboot"`
@@ -236,6 +240,9 @@ func (c *Config) fill() error {
 		c.CheckpointEvery = DefaultCheckpointEvery
 	case c.CheckpointEvery < 64<<10 || c.CheckpointEvery > 1<<40:
 		return bad("checkpoint_every", "%d bytes is not between 64 KiB and 1 TiB", c.CheckpointEvery)
+	}
+	if err := c.fillDelta(); err != nil {
+		return err
 	}
 	return c.Reboot.fill()
 }

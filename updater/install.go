@@ -514,6 +514,11 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	var params verity.Params
 	var rootHash []byte
 	for _, img := range plan.Images {
+		if done, err := s.deltaStep(ctx, c, plan, img, parts, cp, save, got, &params, &rootHash); err != nil {
+			return nil, err
+		} else if done {
+			continue
+		}
 		ip := cp.Images[img.Kind]
 		dev := parts[img.Kind].dev
 		// The hash image is written before the root: its superblock gives

@@ -30,7 +30,9 @@
 //
 // Exit status: 0 success (check-update: an update is available now), 1 error,
 // 2 usage error, 3 no update available, 4 an update exists but this host's
-// wave has not come yet, 5 another updog holds the lock.
+// wave has not come yet, 5 another updog holds the lock (past --lock-wait),
+// 6 the update is written and verified but the reboot strategy holds the
+// switch. reboot-needed: 0 a reboot is needed, 1 not.
 package main
 
 import (

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/updog/updog/bootconf"
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/safefile"
@@ -561,11 +562,13 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	}
 	cmdline := strings.TrimSpace(strings.Join([]string{
 		"root=/dev/dm-0 rootwait ro rootfstype=" + o.RootFSType,
-		"dm-mod.waitfor=PARTUUID=" + BootUUIDVar + "/PARTNROFF=1,PARTUUID=" + BootUUIDVar + "/PARTNROFF=2",
-		tree.KernelParam("root", "PARTUUID="+BootUUIDVar+"/PARTNROFF=1", "PARTUUID="+BootUUIDVar+"/PARTNROFF=2", verity.BottlerocketOptions...),
+		"dm-mod.waitfor=" + bootconf.PartRef(1) + "," + bootconf.PartRef(2),
+		// Quoted, as Bottlerocket's GRUB configuration writes it: the kernel
+		// splits its command line at spaces outside double quotes.
+		`dm-mod.create="root,,,ro,` + tree.Table(bootconf.PartRef(1), bootconf.PartRef(2), verity.BottlerocketOptions...) + `"`,
 		o.Cmdline,
 	}, " "))
-	bc := BootConfig{Format: 1, Name: o.Name, Variant: o.Variant, Arch: o.Arch, Version: o.Version,
+	bc := bootconf.Config{Format: 1, Name: o.Name, Variant: o.Variant, Arch: o.Arch, Version: o.Version,
 		Kernel: BootKernelName, RootFS: o.RootFSType, RootHash: hex.EncodeToString(tree.RootHash), Salt: saltHex, Cmdline: cmdline}
 	if o.Initrd != "" {
 		bc.Initrd = BootInitrdName
@@ -574,7 +577,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(bootDir, BootConfigName), conf, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(bootDir, bootconf.FileName), conf, 0o644); err != nil {
 		return err
 	}
 	boot, err := b.fsRegion(bootPart, ".boot.ext4")

@@ -215,8 +215,8 @@ func TestBuild(t *testing.T) {
 	p0 := tb.Partition(l.Sets[0].Boot).ID.String()
 	cl := bc.KernelCmdline(p0)
 	for _, want := range []string{"root=/dev/dm-0", "rootfstype=ext4", "console=ttyS0",
-		"dm-mod.create=root,,,ro,0 " + itoa(r.Verity.DataBlocks*8) + " verity 1 PARTUUID=" + p0 + "/PARTNROFF=1 PARTUUID=" + p0 + "/PARTNROFF=2 4096 4096 " +
-			itoa(r.Verity.DataBlocks) + " 1 sha256 " + r.Verity.RootHash + " " + r.Verity.Salt + " 2 restart_on_corruption ignore_zero_blocks"} {
+		`dm-mod.create="root,,,ro,0 ` + itoa(r.Verity.DataBlocks*8) + " verity 1 PARTUUID=" + p0 + "/PARTNROFF=1 PARTUUID=" + p0 + "/PARTNROFF=2 4096 4096 " +
+			itoa(r.Verity.DataBlocks) + " 1 sha256 " + r.Verity.RootHash + " " + r.Verity.Salt + ` 2 restart_on_corruption ignore_zero_blocks"`} {
 		if !strings.Contains(cl, want) {
 			t.Errorf("kernel command line %q lacks %q", cl, want)
 		}

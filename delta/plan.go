@@ -77,6 +77,10 @@ type Options struct {
 	// MaxGap bounds the gaps RequestBytes merges (default
 	// DefaultMaxGap).
 	MaxGap int64
+	// MaxExtra bounds what RequestBytes merging adds to the bytes
+	// fetched, as a fraction of the bytes needed (default
+	// DefaultMaxExtra): fewer requests never cost more than that.
+	MaxExtra float64
 }
 
 // Defaults of Options.
@@ -84,11 +88,12 @@ const (
 	DefaultMergeGap     = 128 << 10
 	DefaultRequestBytes = 2 << 20
 	DefaultMaxGap       = 1 << 20
+	DefaultMaxExtra     = 0.25
 )
 
 // DefaultOptions are the options updog plans with.
 func DefaultOptions() Options {
-	return Options{MergeGap: DefaultMergeGap, RequestBytes: DefaultRequestBytes, MaxGap: DefaultMaxGap}
+	return Options{MergeGap: DefaultMergeGap, RequestBytes: DefaultRequestBytes, MaxGap: DefaultMaxGap, MaxExtra: DefaultMaxExtra}
 }
 
 // Plan says, for each frame of an index, where it comes from, and which
@@ -321,7 +326,9 @@ func windows(ctx context.Context, sd Seed, k, kLast int, fn func(b int64, w int,
 // (offsets from Index.Offsets): consecutive needed frames are one run;
 // runs separated by at most o.MergeGap bytes are merged; then, with
 // o.RequestBytes, the smallest gaps (up to o.MaxGap) are merged while
-// there are more runs than the bytes fetched allow.
+// there are more runs than the bytes fetched allow, and while the gaps
+// merged so far add at most o.MaxExtra of the bytes needed (when
+// positive).
 func MergeRuns(offsets []int64, need []bool, o Options) []Run {
 	if o.MergeGap < 0 {
 		o.MergeGap = 0
@@ -353,6 +360,10 @@ func MergeRuns(offsets []int64, need []bool, o Options) []Run {
 	for _, r := range runs {
 		total += r.Len
 	}
+	extra := int64(-1) // no bound
+	if o.MaxExtra > 0 {
+		extra = int64(o.MaxExtra * float64(total))
+	}
 	// Gap g is between runs g and g+1. Merging one leaves the others as
 	// they are, so the smallest are merged first, in one sorted pass.
 	gaps := make([]int, len(runs)-1)
@@ -369,11 +380,14 @@ func MergeRuns(offsets []int64, need []bool, o Options) []Run {
 	merged := make([]bool, len(gaps))
 	count := len(runs)
 	for _, g := range gaps {
-		if int64(count) <= total/o.RequestBytes+1 || gapLen(g) > o.MaxGap {
+		if int64(count) <= total/o.RequestBytes+1 || gapLen(g) > o.MaxGap || (extra >= 0 && gapLen(g) > extra) {
 			break
 		}
 		merged[g] = true
 		total += gapLen(g)
+		if extra >= 0 {
+			extra -= gapLen(g)
+		}
 		count--
 	}
 	out := runs[:1]

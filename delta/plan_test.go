@@ -250,6 +250,9 @@ func TestMergeRuns(t *testing.T) {
 		{"x.x.x.x.x...........", Options{RequestBytes: 1000, MaxGap: 500}, "0-5@0+500 6-9@1500+300"},
 		{"x.x.x.x.x...........", Options{RequestBytes: 1000, MaxGap: 5000}, "0-9@0+1800"},
 		{"x.x...........x.....", Options{RequestBytes: 100}, "0-1@0+100 2-3@200+100 14-15@2300+100"},
+		// At most a quarter more bytes: of the three 100-byte gaps
+		// (500 bytes needed), only one is merged.
+		{"x.x.x.x.x...........", Options{RequestBytes: 1000, MaxGap: 500, MaxExtra: 0.25}, "0-3@0+300 4-5@400+100 6-7@1500+100 8-9@1700+100"},
 	} {
 		if got := show(MergeRuns(offs, need(c.need), c.o)); got != c.want {
 			t.Errorf("%s %+v: %s, want %s", c.need, c.o, got, c.want)

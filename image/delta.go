@@ -21,6 +21,26 @@ import (
 // digests. Both are made in the same single pass over the root image as
 // the other artifacts and the verity tree.
 
+// idSeedFor is the seed of the identifiers of a file system: for the
+// root, derived from the variant alone (name, variant, arch, file system
+// type and verity salt), as the salt is, so that every release of a
+// variant has the same root file system UUID and directory hash seed.
+// Their metadata then differs only where the files do (ext4's metadata
+// checksums are seeded with the UUID): otherwise every directory block
+// and inode table block of every release differs from the last one, and a
+// delta update fetches a frame for each. The other file systems' ids come
+// from all the inputs.
+func (b *builder) idSeedFor(purpose string) [32]byte {
+	if purpose != "root" {
+		return b.seed
+	}
+	salt := b.o.Salt
+	if salt == nil {
+		salt = DefaultSalt(b.o.Variant)
+	}
+	return idSeed("root file system of a variant", b.o.Name, b.o.Variant, b.o.Arch, b.o.RootFSType, hex.EncodeToString(salt))
+}
+
 // DeltaNames returns the file names of a release's seekable root image and
 // its delta index.
 func DeltaNames(name, variant, arch, version, rootFS string) (seekable, index string) {

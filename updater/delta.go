@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -157,6 +156,28 @@ func (s *session) planDelta(ctx context.Context, c *tufclient.Client, plan *Plan
 	return nil
 }
 
+// checkDelta plans the delta of check-update (plan.Delta), reading the
+// disk when it can: a disk that cannot be read, or a delta that is not
+// possible, is reported in plan.Delta, never an error of the check.
+func (u *Updater) checkDelta(ctx context.Context, c *tufclient.Client, plan *Plan) {
+	if plan == nil || plan.update == nil || c == nil || u.cfg.Delta == DeltaOff {
+		return
+	}
+	s, err := u.openSession(ctx, true, true)
+	if err != nil {
+		plan.Delta = &DeltaPlan{Reason: "the disk cannot be read to plan a delta: " + err.Error()}
+		return
+	}
+	defer s.close()
+	if err := s.dual(); err != nil {
+		plan.Delta = &DeltaPlan{Reason: err.Error()}
+		return
+	}
+	if err := s.planDelta(ctx, c, plan); err != nil && plan.Delta != nil && plan.Delta.Reason == "" {
+		plan.Delta.Reason = err.Error()
+	}
+}
+
 // makeDeltaPlan fills d, returning why a delta is not possible ("" when it
 // is). Errors are failures of the host itself (its disks, the context).
 func (s *session) makeDeltaPlan(ctx context.Context, c *tufclient.Client, plan *Plan, d *DeltaPlan) (string, error) {
@@ -230,10 +251,12 @@ func (s *session) makeDeltaPlan(ctx context.Context, c *tufclient.Client, plan *
 		return "", err
 	}
 	defer closeT()
-	aseed, commit, err := s.activeSeed(ctx, x, activeRoot, activeHash, d)
+	aseed, seedDone, err := s.activeSeed(ctx, x, activeRoot, activeHash, d)
 	if err != nil {
 		return "", err
 	}
+	keep := false
+	defer func() { seedDone(keep) }()
 	tseed := delta.Seed{Digests: delta.NewDigestReader(ctx, target, partSize(target), x.Salt, x.BlockSize),
 		Blocks: partSize(target) / int64(x.BlockSize), Target: true}
 	p, err := delta.NewPlan(ctx, x, []delta.Seed{aseed, tseed}, delta.DefaultOptions())
@@ -243,9 +266,9 @@ func (s *session) makeDeltaPlan(ctx context.Context, c *tufclient.Client, plan *
 		}
 		return "", fmt.Errorf("planning the delta: %w", err)
 	}
-	if commit != nil {
-		commit()
-	}
+	// Only an install writes the digest cache: dry runs and check-update
+	// change nothing.
+	keep = s.diskLock != nil
 	d.p = p
 	d.FetchBytes, d.Requests = p.FetchBytes, p.Requests()
 	d.Frames, d.InPlace, d.Copied, d.Missing = len(x.Frames), p.InPlace, p.Copied, p.Missing
@@ -298,9 +321,10 @@ func (s *session) readPartition(n int) (blockdev.Device, func(), error) {
 // from the active hash partition's level 0 when that tree uses the index's
 // salt and block size (the same variant: the usual case), else from the
 // cache in the state directory when it is the cache of this root, else
-// they are computed (and cached: commit, called once the plan is made,
-// keeps them).
-func (s *session) activeSeed(ctx context.Context, x *delta.Index, root, hash io.ReaderAt, d *DeltaPlan) (delta.Seed, func(), error) {
+// they are computed (and cached: done(true), once the plan read them all,
+// keeps them; done(false) drops them). done must be called.
+func (s *session) activeSeed(ctx context.Context, x *delta.Index, root, hash io.ReaderAt, d *DeltaPlan) (delta.Seed, func(keep bool), error) {
+	none := func(bool) {}
 	rootBlocks := partSize(root) / int64(x.BlockSize)
 	sb, serr := verity.ReadSuperblock(hash, 0)
 	if serr == nil {
@@ -309,7 +333,7 @@ func (s *session) activeSeed(ctx context.Context, x *delta.Index, root, hash io.
 			p.DataBlocks > 0 && int64(p.DataBlocks) <= rootBlocks {
 			if off, ok := level0(p); ok && off+int64(p.DataBlocks)*delta.IDSize <= partSize(hash) {
 				d.ActiveDigests = "hash-partition"
-				return delta.Seed{Digests: io.NewSectionReader(hash, off, int64(p.DataBlocks)*delta.IDSize), Blocks: int64(p.DataBlocks)}, nil, nil
+				return delta.Seed{Digests: io.NewSectionReader(hash, off, int64(p.DataBlocks)*delta.IDSize), Blocks: int64(p.DataBlocks)}, none, nil
 			}
 		}
 	}
@@ -338,7 +362,7 @@ func (s *session) activeSeed(ctx context.Context, x *delta.Index, root, hash io.
 				d.ActiveDigests = "cache"
 				// Read from the cache's file; it is closed with the session's
 				// process (it is small and read once).
-				return delta.Seed{Digests: io.NewSectionReader(f, int64(len(key)), want), Blocks: rootBlocks}, func() { f.Close() }, nil
+				return delta.Seed{Digests: io.NewSectionReader(f, int64(len(key)), want), Blocks: rootBlocks}, func(bool) { f.Close() }, nil
 			}
 			f.Close()
 		}
@@ -346,17 +370,22 @@ func (s *session) activeSeed(ctx context.Context, x *delta.Index, root, hash io.
 	d.ActiveDigests = "computed"
 	dr := delta.NewDigestReader(ctx, root, rootBlocks*int64(x.BlockSize), x.Salt, x.BlockSize)
 	if key == nil {
-		return delta.Seed{Digests: dr, Blocks: rootBlocks}, nil, nil
+		return delta.Seed{Digests: dr, Blocks: rootBlocks}, none, nil
 	}
 	// Computed while the plan reads it, into a temporary file renamed
 	// into place when the plan is made.
 	tmp, err := os.CreateTemp(s.u.cfg.StateDir, ".delta-seed-*")
 	if err != nil {
-		return delta.Seed{Digests: dr, Blocks: rootBlocks}, nil, nil
+		return delta.Seed{Digests: dr, Blocks: rootBlocks}, none, nil
 	}
 	tmp.Write(key)
 	tee := &teeFile{r: dr, f: tmp}
-	commit := func() {
+	commit := func(keep bool) {
+		if !keep {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return
+		}
 		err := tee.err
 		if err == nil {
 			err = tmp.Sync()
@@ -425,6 +454,3 @@ func level0(p verity.Params) (int64, bool) {
 	}
 	return (start + above) * hbs, true
 }
-
-// hexSalt decodes the manifest's salt.
-func hexSalt(s string) ([]byte, error) { return hex.DecodeString(s) }

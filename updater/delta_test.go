@@ -9,6 +9,7 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -410,11 +411,21 @@ func TestDeltaComputedSeed(t *testing.T) {
 	u := d.updater()
 	dry, err := u.Update(context.Background(), UpdateOptions{DryRun: true})
 	if err != nil || dry.Delta.ActiveDigests != "computed" || !dry.Delta.Use {
-		t.Fatalf("first plan %+v: %v", dry.Delta, err)
+		t.Fatalf("dry run %+v: %v", dry.Delta, err)
+	}
+	if _, err := os.Stat(filepath.Join(d.cfg.StateDir, deltaDigestCache)); err == nil {
+		t.Fatal("a dry run wrote the digest cache")
 	}
 	plan := d.update(u)
-	if plan.Delta.ActiveDigests != "cache" || plan.Delta.FetchBytes != dry.Delta.FetchBytes {
-		t.Fatalf("second plan %+v, first %+v", plan.Delta, dry.Delta)
+	if plan.Delta.ActiveDigests != "computed" || plan.Delta.FetchBytes != dry.Delta.FetchBytes {
+		t.Fatalf("update %+v, dry run %+v", plan.Delta, dry.Delta)
+	}
+	again, err := u.Update(context.Background(), UpdateOptions{DryRun: true})
+	if err != nil || again.Delta.ActiveDigests != "cache" {
+		t.Fatalf("after the update %+v: %v", again.Delta, err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(d.cfg.StateDir, ".delta-seed-*")); len(ents) != 0 {
+		t.Errorf("temporary files left: %v", ents)
 	}
 }
 
@@ -621,6 +632,43 @@ func TestDeltaAttackWrongRange(t *testing.T) {
 		plan = d.update(d.updater())
 		if plan.Delta.FellBack == "" || d.srv.rootServed.Load() == 0 {
 			t.Fatalf("lie %v, always: plan %+v", lie, *plan.Delta)
+		}
+	}
+}
+
+// TestDeltaCheckUpdate: check-update reports the planned delta (bytes and
+// requests) without changing anything.
+func TestDeltaCheckUpdate(t *testing.T) {
+	t.Parallel()
+	d := newDeltaFixture(t, 8, nil)
+	before := d.snapshotActive()
+	u := d.updater()
+	plan, err := u.Check(context.Background(), CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Delta == nil || !plan.Delta.Use || plan.Delta.FetchBytes == 0 || plan.Delta.Requests == 0 || plan.Delta.IndexBytes == 0 {
+		t.Fatalf("check-update delta %+v", plan.Delta)
+	}
+	if after := d.snapshotActive(); after.attrs != before.attrs {
+		t.Fatal("check-update changed the boot bits")
+	}
+	t.Log(plan.Delta)
+}
+
+// TestDeltaConfig: the delta key takes auto (the default), off and
+// required, and nothing else.
+func TestDeltaConfig(t *testing.T) {
+	base := "metadata_base_url = \"https://example.com/m\"\ntargets_base_url = \"https://example.com/t\"\n"
+	for in, want := range map[string]string{"": DeltaAuto, `delta = "auto"`: DeltaAuto, `delta = "off"`: DeltaOff, `delta = "required"`: DeltaRequired} {
+		c, err := ParseConfig("t.toml", []byte(base+in))
+		if err != nil || c.Delta != want {
+			t.Errorf("%q: %v %q", in, err, c.Delta)
+		}
+	}
+	for _, in := range []string{`delta = "yes"`, `delta = true`, `delta = ""`} {
+		if _, err := ParseConfig("t.toml", []byte(base+in)); (in == `delta = ""`) == (err != nil) {
+			t.Errorf("%q: %v", in, err)
 		}
 	}
 }

@@ -82,6 +82,7 @@ func TestImportRules(t *testing.T) {
 		"verity":   {"net", mod + "updater", mod + "repo", mod + "image", mod + "signing", "github.com/theupdateframework"},
 		"waves":    {mod, "github.com"}, // but see allow: its policy files are TOML
 		"manifest": {"github.com/theupdateframework", mod + "updater", mod + "repo"},
+		"delta":    {"net", mod + "updater", mod + "repo", mod + "image", mod + "signing", mod + "internal", "github.com/theupdateframework"},
 		"signing":  {mod + "updater", "net/http"},
 		"repo":     {mod + "updater", mod + "image", mod + "gptprio", mod + "internal/blockdev"},
 		"image":    {mod + "updater", mod + "repo", mod + "signing", "github.com/theupdateframework"},

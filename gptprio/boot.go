@@ -76,6 +76,37 @@ func Boot(t *Table) (Set, *Table, bool, error) {
 	return s, nt, true, nil
 }
 
+// Choice is what the bootloader's step chose ([BootNext]).
+type Choice struct {
+	Set       Set
+	Partition int  // the chosen BOOT partition's number
+	TryUsed   bool // a try was used up (the set was not marked successful)
+	Before    Attr // the partition's attributes before the try was used
+}
+
+// BootNext is the bootloader's step as an edit for [Disk.Update] (or
+// [Disk.DryRun]), shared by `signpost next` and the boot selector so the
+// two can never disagree: it picks the set with [Next] and uses up one of
+// its tries as [Boot] does. It returns the choice and the table to write,
+// nil when nothing changes (the set is marked successful, or has no tries
+// left). Disk.Update writes it crash-safely under the disk's lock.
+func BootNext(t *Table) (Choice, *Table, error) {
+	s, n, err := nextBoot(t)
+	if err != nil {
+		return Choice{}, nil, err
+	}
+	c := Choice{Set: s, Partition: n, Before: t.Partitions[n-1].Attributes}
+	_, nt, used, err := Boot(t)
+	if err != nil {
+		return Choice{}, nil, err
+	}
+	c.TryUsed = used
+	if !used {
+		return c, nil, nil
+	}
+	return c, nt, nil
+}
+
 // dual returns the layout of a two-set disk, ErrSingleSet for one set, and
 // an error matching ErrLayout and ErrTooManySets for more than two.
 func dual(t *Table) (Layout, error) {

@@ -71,6 +71,27 @@ func TestBootUsesATry(t *testing.T) {
 	}
 }
 
+func TestBootNext(t *testing.T) {
+	tb := withAttrs(t, prio(1, 0, true), prio(2, 3, false))
+	c, nt, err := BootNext(tb)
+	if err != nil || c.Set != SetB || c.Partition != 6 || !c.TryUsed || c.Before != prio(2, 3, false) || nt == nil {
+		t.Fatalf("BootNext = %+v, %v, %v", c, nt != nil, err)
+	}
+	if got := stateOf(t, nt).b; got != prio(2, 2, false) {
+		t.Errorf("B after BootNext: %v, want tries 2", got)
+	}
+	if got := stateOf(t, tb).b; got != prio(2, 3, false) {
+		t.Errorf("BootNext changed its input: B is %v", got)
+	}
+	c, nt, err = BootNext(withAttrs(t, prio(1, 0, true), prio(2, 0, false)))
+	if err != nil || c.Set != SetA || c.Partition != 3 || c.TryUsed || nt != nil {
+		t.Errorf("a successful set: BootNext = %+v, table %v, %v; want A, nothing to write", c, nt != nil, err)
+	}
+	if _, nt, err = BootNext(withAttrs(t, prio(1, 0, false), 0)); !errors.Is(err, ErrNoBootableSet) || nt != nil {
+		t.Errorf("no bootable set: %v", err)
+	}
+}
+
 func TestPreconditions(t *testing.T) {
 	fresh := withAttrs(t, prio(1, 0, true), 0)
 	if _, err := UpgradeToInactive(fresh, SetA); !errors.Is(err, ErrInactiveNotValid) {

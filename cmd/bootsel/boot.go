@@ -75,10 +75,10 @@ type choice struct {
 	attrs     gptprio.Attr
 }
 
-// choose applies the boot selection rule to the disk, exactly as `signpost
-// next` does: under the disk's exclusive flock it re-reads the table,
-// picks the set with gptprio.NextPartition and, when that set has tries
-// left, uses one up with gptprio.Boot and writes the table crash-safely
+// choose applies the boot selection rule to the disk with the code `signpost
+// next` runs: under the disk's exclusive flock it re-reads the table,
+// picks the set and, when that set has tries left, uses one up
+// (gptprio.BootNext) and writes the table crash-safely
 // (gptprio.Write's order: backup, then primary, each synced). No bootable
 // set is gptprio.ErrNoBootableSet.
 func (b *booter) choose(ctx context.Context, disk string) (choice, error) {
@@ -89,19 +89,9 @@ func (b *booter) choose(ctx context.Context, disk string) (choice, error) {
 	}
 	defer d.Close()
 	_, after, err := d.Update(ctx, func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
-		s, n, err := gptprio.NextPartition(t)
-		if err != nil {
-			return nil, err
-		}
-		_, nt, used, err := gptprio.Boot(t)
-		if err != nil {
-			return nil, err
-		}
-		c.set, c.part, c.triesUsed, c.attrs = s, n, used, t.Partitions[n-1].Attributes
-		if !used {
-			return nil, nil
-		}
-		return nt, nil
+		ch, nt, err := gptprio.BootNext(t) // signpost next's step, exactly
+		c.set, c.part, c.triesUsed, c.attrs = ch.Set, ch.Partition, ch.TryUsed, ch.Before
+		return nt, err
 	})
 	if err != nil {
 		return c, err

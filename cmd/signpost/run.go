@@ -244,19 +244,10 @@ func execute(ctx context.Context, name string, cmd command, o *options, stdout, 
 			return nil, err
 		}
 		if name == "next" {
-			s, n, err := gptprio.NextPartition(t)
-			if err != nil {
-				return nil, err
-			}
-			_, nt, used, err := gptprio.Boot(t)
-			if err != nil {
-				return nil, err
-			}
-			chosen, chosenPart, tryUsed = s, n, used
-			if !used {
-				return nil, nil // nothing to write
-			}
-			return nt, nil
+			// The boot selector's step (cmd/bootsel), exactly.
+			c, nt, err := gptprio.BootNext(t)
+			chosen, chosenPart, tryUsed = c.Set, c.Partition, c.TryUsed
+			return nt, err // nil: nothing to write
 		}
 		active := gptprio.SetA
 		if d.Active != nil {

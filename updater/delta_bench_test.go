@@ -1,9 +1,13 @@
 package updater
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -12,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/updog/updog/delta"
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/image"
 	"github.com/updog/updog/manifest"
 	"github.com/updog/updog/repo"
+	"github.com/updog/updog/verity"
 )
 
 // peakHeap samples the Go heap in use (and stacks) until stop is called,
@@ -153,5 +159,139 @@ func BenchmarkDeltaInstall(b *testing.B) {
 		fmt.Printf("delta install of a one-package change (%d MiB ext4 root): root bytes %d delta vs %d full (%.2f%%), wall %v vs %v (%.2fx), peak Go heap of the install %.1f MiB vs %.1f MiB\n",
 			proofRootMiB, d.bytes, full.bytes, 100*float64(d.bytes)/float64(full.bytes), d.wall.Round(time.Millisecond), full.wall.Round(time.Millisecond),
 			float64(d.wall)/float64(full.wall), float64(d.peak)/(1<<20), float64(full.peak)/(1<<20))
+	}
+}
+
+// sparseImage is a root image of zeros but for one region: it reads
+// without holding the image.
+type sparseImage struct {
+	size  int64
+	at    int64
+	bytes []byte
+}
+
+func (s sparseImage) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.size {
+		return 0, io.EOF
+	}
+	n := len(p)
+	if int64(n) > s.size-off {
+		n = int(s.size - off)
+	}
+	clear(p[:n])
+	if lo, hi := max(off, s.at), min(off+int64(n), s.at+int64(len(s.bytes))); lo < hi {
+		copy(p[lo-off:hi-off], s.bytes[lo-s.at:hi-s.at])
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// BenchmarkDeltaMemory4G (BENCH_4G=1): the peak Go heap of a delta install
+// of a 4 GiB root image (zeros but for 8 MiB, 256 KiB of which change, so the index,
+// the plan and the hash tree have their 4 GiB sizes), under updog's 48 MiB
+// memory limit. The bound is 64 MiB.
+func BenchmarkDeltaMemory4G(b *testing.B) {
+	if os.Getenv("BENCH_4G") == "" {
+		b.Skip("BENCH_4G=1 runs it (a 4 GiB install)")
+	}
+	const gib = 4
+	f := newFixtureRoot(b, gib<<10)
+	// The root image fills ROOT (a little under 4 GiB in this plan).
+	tb0, l0 := f.table()
+	size := int64(tb0.Partition(l0.Sets[gptprio.SetA].Root).Sectors()) * int64(tb0.SectorSize)
+	rnd := rand.New(rand.NewSource(1))
+	old := make([]byte, 8<<20)
+	rnd.Read(old)
+	v1 := sparseImage{size: size, at: 1 << 30, bytes: old}
+	nw := append([]byte(nil), old...)
+	rnd.Read(nw[2<<20 : 2<<20+256<<10])
+	v2 := sparseImage{size: size, at: 1 << 30, bytes: nw}
+	tree := func(img sparseImage) ([]byte, []byte) {
+		p := verity.DefaultParams()
+		p.Salt, p.UUID = deltaSalt, deltaUUID
+		h := &memWriterAt{}
+		t, err := verity.Format(context.Background(), img, size, h, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return h.b, t.RootHash
+	}
+	h1, _ := tree(v1)
+	h2, root2 := tree(v2)
+	// Set A: 1.0.0's root region and hash image (the rest is the sparse
+	// file's zeros).
+	tb, l := f.table()
+	fh, err := os.OpenFile(f.disk, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ss := int64(tb.SectorSize)
+	fh.WriteAt(old, int64(tb.Partition(l.Sets[gptprio.SetA].Root).FirstLBA)*ss+v1.at)
+	fh.WriteAt(h1, int64(tb.Partition(l.Sets[gptprio.SetA].Hash).FirstLBA)*ss)
+	fh.Close()
+	// 1.1.0: its seekable file serves as the full root image too (it is a
+	// zstd stream).
+	var seek bytes.Buffer
+	w, err := image.NewSeekableWriter(&seek, image.SeekableOptions{Salt: deltaSalt})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.WriteZeros(v2.at)
+	w.Write(nw)
+	w.WriteZeros(size - v2.at - int64(len(nw)))
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	seekName := "root-4g.seek.zst"
+	x, err := w.Index(seekName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x.Verity = &delta.HashImage{UUID: deltaUUID, HashBlockSize: 4096, Length: int64(len(h2)), SHA256: sha256.Sum256(h2)}
+	idx, _ := x.Marshal()
+	boot := make([]byte, 1<<20)
+	files := map[string][]byte{"boot.zst": compress(b, CodecZstd, boot), "root.zst": seek.Bytes(), "hash.zst": compress(b, CodecZstd, h2),
+		seekName: seek.Bytes(), "root-4g.didx": idx}
+	for n, bs := range files {
+		os.WriteFile(filepath.Join(f.staging, n), bs, 0o644)
+	}
+	v, _ := manifest.ParseVersion("1.1.0")
+	u := &manifest.Update{Variant: testVariant, Arch: testArch, Version: v, Images: manifest.Images{Boot: "boot.zst", Root: "root.zst", Hash: "hash.zst",
+		Sizes:  &manifest.ImageSizes{Boot: int64(len(boot)), Root: size, Hash: int64(len(h2))},
+		Verity: &manifest.Verity{RootHash: hex.EncodeToString(root2), Salt: hex.EncodeToString(deltaSalt), Hash: "sha256", DataBlockSize: 4096, HashBlockSize: 4096, DataBlocks: uint64(size / 4096)},
+		Delta:  &manifest.Delta{Seekable: seekName, Index: "root-4g.didx"}}}
+	if err := f.m.AddUpdate(u, nil); err != nil {
+		b.Fatal(err)
+	}
+	f.publish(repo.Options{})
+	files, h1, h2, seek = nil, nil, nil, bytes.Buffer{}
+	x, idx = nil, nil
+	oldLimit := debug.SetMemoryLimit(48 << 20)
+	defer debug.SetMemoryLimit(oldLimit)
+	up := f.updater()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse + ms.StackInuse
+	stop := peakHeap()
+	start := time.Now()
+	b.ResetTimer()
+	plan, err := up.Update(context.Background(), UpdateOptions{})
+	wall := time.Since(start)
+	peak := stop()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if plan.Delta == nil || !plan.Delta.Use || plan.Delta.FellBack != "" {
+		b.Fatalf("not a delta install: %+v", plan.Delta)
+	}
+	peak -= min(base, peak)
+	b.ReportMetric(float64(peak)/(1<<20), "peak-MiB")
+	fmt.Printf("delta install of a %.2f GiB root image: %d bytes in %d requests, %v, peak Go heap of the install %.1f MiB (bound 64 MiB)\n",
+		float64(size)/(1<<30), plan.Delta.Fetched, plan.Delta.Made, wall.Round(time.Millisecond), float64(peak)/(1<<20))
+	if peak > 64<<20 {
+		b.Errorf("peak heap %.1f MiB, more than 64 MiB", float64(peak)/(1<<20))
 	}
 }

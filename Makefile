@@ -5,9 +5,10 @@ VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -X github.com/updog/updog/internal/version.V=$(VERSION)
 CMDS     := $(notdir $(wildcard cmd/*))
 FUZZTIME ?= 30s
+VM_ARTIFACTS ?= $(CURDIR)/$(BIN)/vmtest
 
 .DEFAULT_GOAL := help
-.PHONY: help build test check-hostile test-slow fleet bench fuzz demo lint tools clean
+.PHONY: help build test check-hostile test-slow test-vm fleet bench fuzz demo lint tools clean
 
 help: ## show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -28,6 +29,12 @@ check-hostile: ## the hostile-user scenarios: FIFOs, signals, concurrency, stall
 test-slow: tools ## the slow tier (CI runs it after make test): the 256 MiB, 200-interruption install campaign and the fleet test
 	UPDOG_CAMPAIGN=full $(GO) test -count=1 -v -run '^TestCampaign$$' ./updater
 	$(GO) test -count=1 -v -run '^TestHostileFleet' ./internal/fleettest
+
+test-vm: ## the VM tier (CI runs it after make test): QEMU boots the images, updog updates, falls back and rolls back; consoles kept in VM_ARTIFACTS
+	@scripts/install-deps.sh --vm
+	@start=$$(date +%s); \
+	UPDOG_VM=1 UPDOG_VM_ARTIFACTS=$(VM_ARTIFACTS) $(GO) test -count=1 -v -timeout 40m -run '^TestVM' ./vmtest; rc=$$?; \
+	echo "== test-vm took $$(( $$(date +%s) - start )) s; consoles and protocol logs in $(VM_ARTIFACTS)"; exit $$rc
 
 fleet: tools ## the fleet tests: 20 hosts, updog-lockd with 2 slots on a real etcd, kills and a paused etcd
 	$(GO) test -race -count=1 -v -run '^TestHostileFleet' ./internal/fleettest

@@ -10,6 +10,10 @@
 # CI.
 #
 # --demo adds busybox-static (a shell in the demo's root file system).
+# --vm adds what `make test-vm` needs: qemu-system-x86 (the guest, under
+# software emulation when there is no KVM), ovmf and grub-efi-amd64-bin
+# with grub-common (the UEFI boot of the test image), apt and dpkg-deb
+# (the Debian kernel is fetched with apt-get download).
 set -euo pipefail
 has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 need=()
@@ -31,9 +35,21 @@ has etcd || need+=(etcd-server)
 has curl || need+=(curl)
 has bc || need+=(bc)
 has partx || need+=(util-linux)
-if [ "${1:-}" = --demo ]; then
-  [ -x /bin/busybox ] || need+=(busybox-static)
-fi
+for opt in "$@"; do
+  case "$opt" in
+  --demo)
+    [ -x /bin/busybox ] || need+=(busybox-static) ;;
+  --vm)
+    has qemu-system-x86_64 || need+=(qemu-system-x86)
+    [ -e /usr/share/ovmf/OVMF.fd ] || need+=(ovmf)
+    [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
+    has grub-mkstandalone || need+=(grub-common)
+    has dpkg-deb || need+=(dpkg)
+    has apt-get || need+=(apt) ;;
+  *)
+    echo "install-deps: unknown option $opt (want --demo or --vm)" >&2; exit 2 ;;
+  esac
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "install-deps: installing ${need[*]}"

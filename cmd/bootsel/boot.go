@@ -264,7 +264,7 @@ func (b *booter) setupRoot(ctx context.Context, c cmdline, newRoot string) (*roo
 	case strings.HasPrefix(root, "/dev/"):
 		rs.node = filepath.Join(b.root, root)
 	default:
-		return rs, fmt.Errorf("bootsel: root=%s: want /dev/..., /dev/mapper/NAME or PARTUUID=...", root)
+		return rs, fmt.Errorf("bootsel: root=%s: want a /dev/ path, /dev/mapper/NAME or PARTUUID=<guid>", root)
 	}
 	err = b.wait(ctx, rs.node, func() (bool, error) {
 		_, err := os.Stat(rs.node)

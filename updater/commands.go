@@ -276,6 +276,13 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 		if ctx.Err() != nil {
 			s.st.LastAttempt.Outcome = "interrupted"
 		}
+		var bad *badRelease
+		if ctx.Err() == nil && errors.As(err, &bad) {
+			// Its signed images do not verify: skipped from now on
+			// (unless named with --image), as a release that failed
+			// to boot is.
+			s.st.recordFailure(rel, "its images do not verify: "+err.Error(), u.now())
+		}
 		if serr := u.store.save(s.st); serr != nil {
 			err = errors.Join(err, serr)
 		}

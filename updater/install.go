@@ -236,7 +236,7 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 			if _, verr := st.Finish(); verr != nil {
 				return w, fmt.Errorf("%s image %s: %w", img.Kind, img.Target, translate(verr))
 			}
-			return w, verityError(fmt.Sprintf("%s image %s", img.Kind, img.Target), se.err)
+			return w, releaseFault(verityError(fmt.Sprintf("%s image %s", img.Kind, img.Target), se.err))
 		}
 		return w, s.streamError(st, img, err)
 	}
@@ -247,15 +247,15 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 		return w, fmt.Errorf("%s image %s: %w", img.Kind, img.Target, translate(err))
 	}
 	if dec.codec != CodecRaw && (left > 0 || drained > 0) {
-		return w, fmt.Errorf("%w: %s image %s has %d bytes after its end", ErrTrailingData, img.Kind, img.Target, int64(left)+drained)
+		return w, releaseFault(fmt.Errorf("%w: %s image %s has %d bytes after its end", ErrTrailingData, img.Kind, img.Target, int64(left)+drained))
 	}
 	if w.n == 0 {
 		// Nothing written would leave whatever the partition held (an
 		// older kernel) to be recorded as this release.
-		return w, fmt.Errorf("%w: %s image %s decompressed to nothing", ErrCorrupt, img.Kind, img.Target)
+		return w, releaseFault(fmt.Errorf("%w: %s image %s decompressed to nothing", ErrCorrupt, img.Kind, img.Target))
 	}
 	if img.ImageBytes > 0 && w.n != img.ImageBytes {
-		return w, fmt.Errorf("%w: %s image %s decompressed to %d bytes, the manifest says %d", ErrCorrupt, img.Kind, img.Target, w.n, img.ImageBytes)
+		return w, releaseFault(fmt.Errorf("%w: %s image %s decompressed to %d bytes, the manifest says %d", ErrCorrupt, img.Kind, img.Target, w.n, img.ImageBytes))
 	}
 	w.sha256 = outHash.Sum(nil)
 	return w, nil
@@ -271,7 +271,7 @@ func (s *session) streamError(stream *stream, img PlannedImage, err error) error
 	if _, verr := stream.Finish(); verr != nil {
 		return fmt.Errorf("%s image %s: %w (decoding failed: %v)", img.Kind, img.Target, translate(verr), err)
 	}
-	return fmt.Errorf("%w: %s image %s is signed but its %s stream is corrupt: %w", ErrCorrupt, img.Kind, img.Target, "compressed", err)
+	return releaseFault(fmt.Errorf("%w: %s image %s is signed but its %s stream is corrupt: %w", ErrCorrupt, img.Kind, img.Target, "compressed", err))
 }
 
 // nopHash stands in for the output hash of the root image.
@@ -529,10 +529,13 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		if img.Kind == KindRoot {
 			var err error
 			if params, err = verityParams(parts[KindHash].dev, mv); err != nil {
+				if errIs(err, ErrCorrupt, ErrUntrusted) {
+					err = releaseFault(err)
+				}
 				return nil, err
 			}
 			if check, err = verity.NewChecker(ctx, parts[KindHash].dev, params, want); err != nil {
-				return nil, verityError("the hash image", err)
+				return nil, releaseFault(verityError("the hash image", err))
 			}
 			if !ip.Done && ip.Out > 0 {
 				// Going on from a checkpoint: the whole blocks written and
@@ -575,7 +578,7 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		if check != nil {
 			cerr := check.Close()
 			if err == nil && cerr != nil {
-				err = verityError("the root image", cerr)
+				err = releaseFault(verityError("the root image", cerr))
 			}
 			rootHash = check.RootHash()
 		}
@@ -722,6 +725,25 @@ func readBack(p *partition) (io.ReaderAt, func() error, error) {
 		return nil, nil, fmt.Errorf("opening %s to read it back: %w", p.node, err)
 	}
 	return f, f.Close, nil
+}
+
+// badRelease marks an install error that is the release's own fault: its
+// signed bytes (their TUF hash checked) do not decode, do not verify
+// against their dm-verity tree or root hash, or disagree with the signed
+// manifest. Such a release is recorded as failed here and skipped, as one
+// that failed to boot is. Errors reading back the host's own disk are not.
+type badRelease struct{ err error }
+
+func (e *badRelease) Error() string { return e.err.Error() }
+func (e *badRelease) Unwrap() error { return e.err }
+
+// releaseFault wraps err as the release's fault, unless it is the
+// context's.
+func releaseFault(err error) error {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &badRelease{err}
 }
 
 // verityError classifies a dm-verity failure: a context error stays one,

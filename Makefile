@@ -26,8 +26,9 @@ test: tools check-hostile ## install what is needed, then run every test with th
 check-hostile: ## the hostile-user scenarios: FIFOs, signals, concurrency, stalled servers, overflow
 	$(GO) test -race -count=1 -run '^TestHostile' ./...
 
-test-slow: tools ## the slow tier (CI runs it after make test): the 256 MiB, 200-interruption install campaign and the fleet test
+test-slow: tools ## the slow tier (CI runs it after make test): the 256 MiB, 200-interruption install campaign, the delta proof and the fleet test
 	UPDOG_CAMPAIGN=full $(GO) test -count=1 -v -run '^TestCampaign$$' ./updater
+	$(GO) test -count=1 -v -run '^TestDeltaProof$$' ./updater
 	$(GO) test -count=1 -v -run '^TestHostileFleet' ./internal/fleettest
 
 test-vm: ## the VM tier (CI runs it after make test): QEMU boots the images, updog updates, falls back and rolls back; consoles kept in VM_ARTIFACTS

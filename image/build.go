@@ -480,7 +480,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	default:
 		p := filepath.Join(b.tmp, ".root."+o.RootFSType)
 		b.log.Info("making the root file system", "type", o.RootFSType)
-		if err := mkCompactFS(ctx, o.RootFSType, compactTool, rootSrc, p, uuidFor(b.seed, "root fs uuid"), o.SourceDateEpoch, allRoot); err != nil {
+		if err := mkCompactFS(ctx, o.RootFSType, compactTool, rootSrc, p, uuidFor(b.idSeedFor("root"), "root fs uuid"), o.SourceDateEpoch, allRoot); err != nil {
 			return err
 		}
 		f, err := os.OpenFile(p, os.O_RDWR, 0)
@@ -706,7 +706,7 @@ func (b *builder) fsRegion(pp partPlace, name string) (region, error) {
 // mkExt4 makes an ext4 file system of src in r and normalizes it.
 func (b *builder) mkExt4(ctx context.Context, src string, r region, purpose string, allRoot bool) (Ext4Stats, error) {
 	err := mkExt4(ctx, ext4Job{tool: b.mke2fs, conf: b.conf, src: src, target: r.f.Name(), off: r.off, size: r.size,
-		uuid: uuidFor(b.seed, purpose+" fs uuid"), hashSeed: uuidFor(b.seed, purpose+" hash seed"), epoch: b.o.SourceDateEpoch})
+		uuid: uuidFor(b.idSeedFor(purpose), purpose+" fs uuid"), hashSeed: uuidFor(b.idSeedFor(purpose), purpose+" hash seed"), epoch: b.o.SourceDateEpoch})
 	if err != nil {
 		return Ext4Stats{}, err
 	}

@@ -214,7 +214,12 @@ func mkCompactFS(ctx context.Context, fsType, tool, src, target string, uuid [16
 	var args []string
 	switch fsType {
 	case FSErofs:
-		args = []string{"--quiet", "-T" + e, "-U" + formatUUID(uuid)}
+		// No tail packing: each file's data starts on a block of its own,
+		// so a file that changes moves the others by whole blocks and the
+		// blocks of the rest are found again by a delta update (with its
+		// tails packed into the metadata, 70 % of the frames of a package
+		// update differ, instead of 5 %).
+		args = []string{"--quiet", "-T" + e, "-U" + formatUUID(uuid), "-Enoinline_data"}
 		if allRoot {
 			args = append(args, "--all-root")
 		}

@@ -124,7 +124,10 @@ func (u *Updater) Check(ctx context.Context, co CheckOptions) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	plan, _, _, _, err := u.decideFor(ctx, st, co)
+	plan, c, _, _, err := u.decideFor(ctx, st, co)
+	if err == nil || errors.Is(err, ErrNotInWave) {
+		u.checkDelta(ctx, c, plan)
+	}
 	if u.graceUsed > 0 && u.store.held != nil {
 		if serr := u.store.save(st); serr != nil && err == nil {
 			err = serr

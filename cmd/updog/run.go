@@ -417,7 +417,7 @@ func cmdCheck(ctx context.Context, c *cmdCtx) error {
 				reason = plan.Wave.Reason
 			}
 			j, jerr := releaseJSON(plan.Update(), nil, plan.Wave.EligibleAt, plan.Wave.Wave+1, reason,
-				map[string]any{"eligible": plan.Wave.Eligible, "download_bytes": plan.DownloadBytes})
+				map[string]any{"eligible": plan.Wave.Eligible, "download_bytes": plan.DownloadBytes, "delta": plan.Delta})
 			if jerr != nil {
 				return jerr
 			}
@@ -464,7 +464,7 @@ func cmdUpdate(apply bool) func(context.Context, *cmdCtx) error {
 		}
 		if c.g.json {
 			res := map[string]any{"dry_run": c.o.dryRun, "release": plan.Update(), "set": plan.Set, "images": plan.Images,
-				"download_bytes": plan.DownloadBytes, "switched": apply && !c.o.dryRun, "wave": plan.Wave}
+				"download_bytes": plan.DownloadBytes, "switched": apply && !c.o.dryRun, "wave": plan.Wave, "delta": plan.Delta}
 			if werr := writeJSON(c.stdout, res); werr != nil {
 				return werr
 			}
@@ -477,6 +477,9 @@ func cmdUpdate(apply bool) func(context.Context, *cmdCtx) error {
 				fmt.Fprintf(c.stdout, "  %-4s %s: %d bytes to download -> partition %d (%s, %d bytes)\n",
 					img.Kind, img.Target, img.DownloadBytes, img.Partition, img.PartitionName, img.PartitionBytes)
 			}
+			if plan.Delta != nil {
+				fmt.Fprintf(c.stdout, "  %s\n", plan.Delta)
+			}
 			if !plan.Wave.Eligible {
 				fmt.Fprintf(c.stdout, "  not yet: %s\n", plan.Wave.Reason)
 			}
@@ -487,6 +490,9 @@ func cmdUpdate(apply bool) func(context.Context, *cmdCtx) error {
 		} else {
 			fmt.Fprintf(c.stdout, "wrote and verified %s %s %s in set %s (%d bytes downloaded)\n", u.Variant, u.Arch, u.Version,
 				strings.ToUpper(plan.Set), plan.DownloadBytes)
+			if d := plan.Delta; d != nil && d.Use && d.FellBack == "" {
+				fmt.Fprintf(c.stdout, "  the root image by delta: %d bytes in %d range requests instead of %d\n", d.Fetched, d.Made, d.FullBytes)
+			}
 		}
 		if apply {
 			fmt.Fprintf(c.stdout, "set %s boots next (one try); reboot to start it, then run updog mark-good\n", strings.ToUpper(plan.Set))

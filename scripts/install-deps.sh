@@ -3,7 +3,8 @@
 # (sgdisk, cgpt, veritysetup, sfdisk, lz4, xz, zstd, GNU time, mke2fs,
 # mkfs.erofs, mksquashfs, mtools and fsck.fat to check the ESP, python3 to
 # serve the demo's repository, etcd for the fleet and lockd tests, curl and
-# bc for the benchmarks, util-linux for losetup/partx/unshare), when they
+# bc for the benchmarks, util-linux for losetup/partx/unshare, systemd's
+# systemd-analyze to check the units in dist/systemd), when they
 # are missing and we can: as root
 # (or with sudo) on a Debian-like system. Otherwise it says what is
 # missing; the tests that need a missing tool skip locally and fail under
@@ -35,6 +36,7 @@ has etcd || need+=(etcd-server)
 has curl || need+=(curl)
 has bc || need+=(bc)
 has partx || need+=(util-linux)
+has systemd-analyze || need+=(systemd)
 for opt in "$@"; do
   case "$opt" in
   --demo)

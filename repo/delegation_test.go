@@ -198,12 +198,12 @@ func TestHostileIncoming(t *testing.T) {
 	}
 	// Signed by a key the delegation does not list.
 	stranger := key(t, "stranger", signing.Ed25519)
-	in, err := UpdateDelegatedTargets(ctx, p, "team", targetsDir(t, map[string]string{"image": "evil"}), "team/", filepath.Join(base, "evil"), RoleEdit{Signers: []signing.Signer{stranger}})
+	_, err = UpdateDelegatedTargets(ctx, p, "team", targetsDir(t, map[string]string{"image": "evil"}), "team/", filepath.Join(base, "evil"), RoleEdit{Signers: []signing.Signer{stranger}})
 	if !errors.Is(err, ErrThreshold) {
 		t.Fatalf("signing with a stranger's key: %v", err)
 	}
 	// Forged after the fact: the bytes of an incoming role re-signed by a stranger.
-	in, err = UpdateDelegatedTargets(ctx, p, "team", targetsDir(t, map[string]string{"image": "v2"}), "team/", filepath.Join(base, "ok"), RoleEdit{Signers: []signing.Signer{team}})
+	in, err := UpdateDelegatedTargets(ctx, p, "team", targetsDir(t, map[string]string{"image": "v2"}), "team/", filepath.Join(base, "ok"), RoleEdit{Signers: []signing.Signer{team}})
 	if err != nil {
 		t.Fatal(err)
 	}

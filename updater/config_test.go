@@ -97,7 +97,7 @@ func TestConfigErrors(t *testing.T) {
 	if err != nil || len(c.Warnings) != 2 {
 		t.Fatalf("unknown keys: %v %v", err, c)
 	}
-	c, err = ParseConfig("u.toml", []byte(base+"health_timeout = 90\nstall_timeout = \"2 minutes\"\nmetadata_base_url = \"file:///media/usb/metadata\"\n"))
+	_, err = ParseConfig("u.toml", []byte(base+"health_timeout = 90\nstall_timeout = \"2 minutes\"\nmetadata_base_url = \"file:///media/usb/metadata\"\n"))
 	if err == nil {
 		t.Fatal("a key set twice was accepted")
 	}

@@ -242,11 +242,13 @@ type runFetch struct {
 	cancel context.CancelFunc
 }
 
+// framePool holds *[]byte (a pointer: putting a slice in an interface
+// allocates).
 var framePool = sync.Pool{}
 
 func (e *deltaExec) frameBuf() []byte {
-	if b, ok := framePool.Get().([]byte); ok && cap(b) >= e.x.FrameSize {
-		return b[:0]
+	if p, ok := framePool.Get().(*[]byte); ok && cap(*p) >= e.x.FrameSize {
+		return (*p)[:0]
 	}
 	return make([]byte, 0, e.x.FrameSize)
 }
@@ -355,7 +357,8 @@ func (e *deltaExec) run() error {
 			return fmt.Errorf("writing the root image at %d: %w", off, err)
 		}
 		if cap(data) == e.x.FrameSize && &data[:1][0] != &e.buf[0] {
-			framePool.Put(data[:0])
+			b := data[:0]
+			framePool.Put(&b)
 		}
 		e.prog.Add(KindRoot, size)
 	}

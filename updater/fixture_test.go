@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -526,5 +525,3 @@ func (f *fixture) assertSafe(before activeSnapshot) {
 func (f *fixture) healthCheck(name, script string) {
 	os.WriteFile(filepath.Join(f.dir, "health.d", name), []byte("#!/bin/sh\n"+script+"\n"), 0o755)
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -198,9 +198,6 @@ func tomlError(text []byte, md toml.MetaData, err error) error {
 		return &PolicyError{Key: "waves", Msg: fmt.Sprintf("is %s, want [[waves]] tables", typ), Err: err}
 	}
 	e := &PolicyError{Line: pe.Position.Line, Key: pe.LastKey, Msg: strings.TrimSuffix(pe.Message, "."), Err: err}
-	if e.Line == 0 {
-		e.Line = pe.Line
-	}
 	lines := strings.Split(string(text), "\n")
 	if e.Line > 0 && e.Line <= len(lines) {
 		// Count the [[waves]] headers up to the line, and take the key from

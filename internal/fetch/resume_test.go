@@ -104,12 +104,6 @@ func newHostile(t *testing.T, data []byte) *hostile {
 	return h
 }
 
-func (h *hostile) requests() int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return len(h.queries)
-}
-
 func (h *hostile) serve(w http.ResponseWriter, r *http.Request) {
 	h.mu.Lock()
 	h.queries = append(h.queries, r.URL.Query())

@@ -121,20 +121,210 @@ func (s *readerSource) close() {
 	s.wg.Wait()
 }
 
+// syncEvery is the most output copyImage writes between two syncs of the
+// partition. Restart points also start one, every CheckpointEvery of
+// compressed input, or readAhead/2 when that is less: so the sync and
+// checkpoint comes before the read-ahead runs out, and an install
+// without checkpoints syncs as often as one with the default interval.
+// Syncing as the image is written keeps the disk busy from the first
+// byte, instead of leaving all the writing to a sync at the end; the
+// copy goes on while a sync runs.
+const syncEvery = 32 << 20
+
+// checkpoints is what copyImage needs to checkpoint an install as it goes.
+type checkpoints struct {
+	// every is the least compressed input between two checkpoints; from
+	// is where the copy starts (the last checkpoint's restart point).
+	every, from int64
+	// sync makes every byte written durable (the partition's Sync).
+	sync func() error
+	// capture, when set, returns what a checkpoint records of the output
+	// side at a restart point (the output hash's state). It is called on
+	// the copying goroutine, right after the bytes before the restart
+	// point went to the sinks.
+	capture func() ([]byte, error)
+	// save records a restart point whose bytes are synced, with what
+	// capture returned there. It is called on another goroutine, one call
+	// at a time, never after copyImage returns.
+	save func(rp restartPoint, captured []byte) error
+}
+
+// settler is a source whose read-ahead is bounded from a position the
+// copy settles (zstdSource).
+type settler interface {
+	hold()
+	settle(in int64)
+}
+
+// syncer syncs the partition in the background as copyImage writes it,
+// and saves a checkpoint after each sync: at the last restart point whose
+// bytes were written before the sync started, so that a checkpoint never
+// claims bytes a power cut could lose. The copy goes on writing while a
+// sync runs; what it may read past the last checkpoint is bounded (the
+// source's read-ahead, settled here).
+type syncer struct {
+	ck  *checkpoints
+	set settler // nil: the writer itself waits for checkpoints
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	written int64 // output offset written
+	from    int64 // output offset when the last sync started
+	latest  *marked
+	lastIn  int64 // the compressed offset of latest
+	syncIn  int64 // lastIn when the last sync started
+	durable int64 // the compressed offset of the last checkpoint saved
+	stop    bool
+	err     error
+	done    chan struct{}
+}
+
+// marked is a restart point written, with what capture returned there.
+type marked struct {
+	rp       restartPoint
+	captured []byte
+}
+
+func newSyncer(ctx context.Context, ck *checkpoints, set settler, start int64) *syncer {
+	sy := &syncer{ck: ck, set: set, written: start, from: start, lastIn: ck.from, syncIn: ck.from, durable: ck.from,
+		done: make(chan struct{})}
+	sy.cond = sync.NewCond(&sy.mu)
+	stopWake := context.AfterFunc(ctx, func() {
+		sy.mu.Lock()
+		sy.cond.Broadcast()
+		sy.mu.Unlock()
+	})
+	if set != nil {
+		set.hold()
+		set.settle(ck.from)
+	}
+	go func() {
+		defer close(sy.done)
+		defer stopWake()
+		sy.run()
+	}()
+	return sy
+}
+
+// due says a sync should start (with mu held): see syncEvery.
+func (sy *syncer) due() bool {
+	return sy.written-sy.from >= syncEvery || sy.latest != nil && sy.lastIn-sy.syncIn >= min(sy.ck.every, readAhead/2)
+}
+
+func (sy *syncer) run() {
+	for {
+		sy.mu.Lock()
+		for !sy.stop && !sy.due() {
+			sy.cond.Wait()
+		}
+		if sy.stop {
+			sy.mu.Unlock()
+			return
+		}
+		var cand *marked
+		if sy.latest != nil && sy.latest.rp.In-sy.durable >= sy.ck.every {
+			cand = sy.latest
+		}
+		sy.from, sy.syncIn = sy.written, sy.lastIn
+		sy.mu.Unlock()
+		// Every byte before cand was written before this sync started.
+		err := sy.ck.sync()
+		if err == nil && cand != nil {
+			err = sy.ck.save(cand.rp, cand.captured)
+		}
+		sy.mu.Lock()
+		if err != nil {
+			sy.err = err
+			sy.cond.Broadcast()
+			sy.mu.Unlock()
+			return
+		}
+		if cand != nil {
+			sy.durable = cand.rp.In
+			sy.settleLocked()
+			sy.cond.Broadcast()
+		}
+		sy.mu.Unlock()
+	}
+}
+
+// settleLocked lets the source read readAhead past the last restart point
+// written, but never past CheckpointEvery beyond the last checkpoint.
+func (sy *syncer) settleLocked() {
+	if sy.set != nil {
+		sy.set.settle(min(sy.lastIn, sy.durable+sy.ck.every))
+	}
+}
+
+// wrote records the output written up to off, and a restart point there
+// (rp, when not nil) with what capture returned.
+func (sy *syncer) wrote(off int64, rp *restartPoint, captured []byte) {
+	sy.mu.Lock()
+	defer sy.mu.Unlock()
+	sy.written = off
+	if rp != nil {
+		sy.latest = &marked{rp: *rp, captured: captured}
+		sy.lastIn = rp.In
+		sy.settleLocked()
+	}
+	if sy.due() {
+		sy.cond.Broadcast()
+	}
+}
+
+// wait returns the syncer's error, after waiting, for a source that does
+// not settle, while the restart points written are more than
+// CheckpointEvery plus readAhead past the last checkpoint.
+func (sy *syncer) wait(ctx context.Context) error {
+	sy.mu.Lock()
+	defer sy.mu.Unlock()
+	for sy.err == nil && ctx.Err() == nil && sy.set == nil && sy.lastIn-sy.durable >= sy.ck.every+readAhead {
+		sy.cond.Wait()
+	}
+	return sy.err
+}
+
+// close stops the syncer, waiting for a sync (and checkpoint) under way,
+// and returns its error.
+func (sy *syncer) close() error {
+	sy.mu.Lock()
+	sy.stop = true
+	sy.cond.Broadcast()
+	sy.mu.Unlock()
+	<-sy.done
+	return sy.err
+}
+
 // copyImage writes src's pieces into dst from offset start, never past
 // limit bytes in all, and feeds every byte to the sinks (hashers, the
-// verity check) after it is written. After a piece that ends at a restart
-// point, onRestart (when set) is called with it (the checkpoint). When the
-// copy fails on this side (a write, the limit, ctx, onRestart), abort is
-// called to unblock a source stuck in the network (by closing the
-// stream); when the source or a sink fails, abort is not called, so the
-// caller can still ask the stream for its hash verdict. It returns the
-// offset reached; more than limit is ErrImageTooLarge, and no byte past
-// limit is ever written.
+// verity check) after it is written. With ck, the partition is synced in
+// the background as it is written and checkpoints are saved (see
+// syncer); restart points without a hash state are never checkpointed.
+// When the copy fails on this side (a write, the limit, ctx, a sync or a
+// checkpoint), abort is called to unblock a source stuck in the network
+// (by closing the stream); when the source or a sink fails, abort is not
+// called, so the caller can still ask the stream for its hash verdict. It
+// returns the offset reached; more than limit is ErrImageTooLarge, and no
+// byte past limit is ever written.
 func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit int64, sinks []io.Writer, progress func(int64),
-	abort func(), onRestart func(restartPoint) error) (int64, error) {
+	abort func(), ck *checkpoints) (int64, error) {
 	off := start
+	var sy *syncer
+	set, _ := src.(settler)
+	if ck != nil {
+		sy = newSyncer(ctx, ck, set, start)
+	}
+	// A source that decodes side by side writes what it decodes itself,
+	// as soon as it is decoded; the sinks still take it in order.
+	if dw, ok := src.(directWriter); ok {
+		dw.writeTo(dst, limit)
+	}
 	end := func(err error, aborting bool) (int64, error) {
+		if sy != nil {
+			if serr := sy.close(); serr != nil && err == nil {
+				err, aborting = serr, true
+			}
+		}
 		if aborting && abort != nil {
 			abort()
 		}
@@ -145,13 +335,21 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 		if err := ctx.Err(); err != nil {
 			return end(err, true)
 		}
+		if sy != nil {
+			if err := sy.wait(ctx); err != nil {
+				return end(err, true)
+			}
+		}
 		pc, err := src.next()
 		if err != nil {
-			if errors.Is(err, io.EOF) {
+			var ce *copyError
+			switch {
+			case errors.Is(err, io.EOF):
 				return end(nil, false)
-			}
-			if ctx.Err() != nil {
+			case ctx.Err() != nil:
 				return end(ctx.Err(), true)
+			case errors.As(err, &ce):
+				return end(ce.err, true)
 			}
 			return end(err, false)
 		}
@@ -160,9 +358,11 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 				pc.done()
 				return end(fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, limit), true)
 			}
-			if _, err := dst.WriteAt(pc.p, off); err != nil {
-				pc.done()
-				return end(fmt.Errorf("writing at offset %d: %w", off, err), true)
+			if !pc.written {
+				if _, err := dst.WriteAt(pc.p, off); err != nil {
+					pc.done()
+					return end(fmt.Errorf("writing at offset %d: %w", off, err), true)
+				}
 			}
 			for _, s := range sinks {
 				if _, err := s.Write(pc.p); err != nil {
@@ -177,21 +377,35 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 				progress(int64(n))
 			}
 		}
-		// The checkpoint comes before the piece is given back: a source
-		// counts what it has read ahead until then, so nothing it reads
-		// meanwhile can be lost by an interruption beyond its bound.
-		if pc.restart != nil && onRestart != nil {
-			if pc.restart.Out != off {
-				pc.done()
-				return end(fmt.Errorf("updater: internal error: restart point at output %d, written %d", pc.restart.Out, off), true)
+		pc.done()
+		rp := pc.restart
+		if rp != nil && rp.Out != off {
+			return end(fmt.Errorf("updater: internal error: restart point at output %d, written %d", rp.Out, off), true)
+		}
+		if sy == nil {
+			continue
+		}
+		if rp != nil && rp.state == nil {
+			// Not a checkpoint: only the read-ahead moves on.
+			if set != nil {
+				set.settle(rp.In)
 			}
-			if err := onRestart(*pc.restart); err != nil {
-				pc.done()
+			rp = nil
+		}
+		var captured []byte
+		if rp != nil && ck.capture != nil {
+			if captured, err = ck.capture(); err != nil {
 				return end(err, true)
 			}
 		}
-		pc.done()
+		sy.wrote(off, rp, captured)
 	}
+}
+
+// directWriter is a source that can write its output into the partition
+// itself (zstdSource).
+type directWriter interface {
+	writeTo(dst io.WriterAt, limit int64)
 }
 
 // sinkError is a failure of a sink (a hasher, the verity check), not of

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -34,12 +35,26 @@ const (
 	// are decoded whole, in parallel; larger or undeclared ones are
 	// streamed (and can restart only at their end).
 	maxParallelFrame = 8 << 20
-	// readAhead bounds the compressed bytes read from the network and not
-	// yet written: no frame is started while this much is in flight, so
-	// at most readAhead plus one frame is (what an interruption can lose
-	// beyond the last checkpoint). 6 MiB keeps about two 8 MiB frames of
-	// an OS image decoding side by side.
-	readAhead = 6 << 20
+	// maxFrameCompressed is the most a frame of maxParallelFrame bytes can
+	// take compressed: raw blocks, each with its header, the frame header
+	// and the checksum.
+	maxFrameCompressed = maxParallelFrame + (maxParallelFrame/zstdMaxBlock+1)*4 + 64
+	// maxFrameWorkers bounds the frames decoded side by side (each holds
+	// an output buffer of maxParallelFrame bytes): four decode faster
+	// than any disk writes.
+	maxFrameWorkers = 4
+	// streamWorkers is the concurrency of the decoder of a streamed
+	// (large) frame: two pipeline its blocks, more only cost memory.
+	streamWorkers = 2
+	// readAhead bounds the compressed bytes read past the settled
+	// position: where an interruption goes on from (the last checkpoint),
+	// plus at most CheckpointEvery. No frame is started while this much
+	// is read past it, so an interruption loses at most CheckpointEvery
+	// plus readAhead plus the frame being read. It covers the frames
+	// being decoded and written and the bytes written but not yet synced
+	// (syncing in batches keeps the disk streaming), and bounds how much
+	// of the partition is written ahead of its last sync.
+	readAhead = 16 << 20
 )
 
 // ErrZstdFrame means the stream is not a well-formed sequence of zstd
@@ -78,7 +93,10 @@ func at(snap snapshotFunc, in, out int64) (restartPoint, error) {
 // piece is a run of decoded output; restart, when set, is a restart point
 // right after it.
 type piece struct {
-	p       []byte
+	p []byte
+	// written: the source wrote p itself, where the last piece ended
+	// (zstdSource.writeTo); it goes to the sinks only.
+	written bool
 	restart *restartPoint
 	done    func() // gives the buffer back
 }
@@ -100,12 +118,12 @@ func (z *zframer) read(p []byte) error {
 	return err
 }
 
-// frameHeader reads a frame's header (after its magic) into buf and
-// returns the content size (-1 when not declared) and whether a checksum
-// follows the blocks.
+// frameHeader reads a frame's header (after its magic) and appends the
+// whole header, magic included, to buf. It returns the content size (-1
+// when not declared) and whether a checksum follows the blocks.
 func (z *zframer) frameHeader(buf []byte) (hdr []byte, contentSize int64, checksum bool, err error) {
-	fhd := make([]byte, 1)
-	if err := z.read(fhd); err != nil {
+	var fhd [1]byte
+	if err := z.read(fhd[:]); err != nil {
 		return nil, 0, false, err
 	}
 	d := fhd[0]
@@ -123,7 +141,8 @@ func (z *zframer) frameHeader(buf []byte) (hdr []byte, contentSize int64, checks
 	if !single {
 		n++
 	}
-	rest := make([]byte, n)
+	var restBuf [14]byte
+	rest := restBuf[:n]
 	if err := z.read(rest); err != nil {
 		return nil, 0, false, err
 	}
@@ -143,20 +162,19 @@ func (z *zframer) frameHeader(buf []byte) (hdr []byte, contentSize int64, checks
 		}
 		contentSize = int64(v)
 	}
-	hdr = append(append(append(buf[:0], 0x28, 0xb5, 0x2f, 0xfd), d), rest...)
+	hdr = append(append(append(buf, 0x28, 0xb5, 0x2f, 0xfd), d), rest...)
 	return hdr, contentSize, checksum, nil
 }
 
-// blocks reads the frame's blocks (and checksum), appending every byte to
-// out (when out is not nil) or passing them to w.
-func (z *zframer) blocks(checksum bool, emit func([]byte) error) error {
-	var h [3]byte
-	payload := make([]byte, zstdMaxBlock)
+// blocks reads the frame's blocks (and checksum): each header and each
+// payload is read into the slice of n bytes next returns.
+func (z *zframer) blocks(checksum bool, next func(n int) ([]byte, error)) error {
 	for {
-		if err := z.read(h[:]); err != nil {
-			return err
+		h, err := next(3)
+		if err == nil {
+			err = z.read(h)
 		}
-		if err := emit(h[:]); err != nil {
+		if err != nil {
 			return err
 		}
 		v := uint32(h[0]) | uint32(h[1])<<8 | uint32(h[2])<<16
@@ -171,10 +189,11 @@ func (z *zframer) blocks(checksum bool, emit func([]byte) error) error {
 		if size > zstdMaxBlock {
 			return fmt.Errorf("%w: a %d-byte block", ErrZstdFrame, size)
 		}
-		if err := z.read(payload[:size]); err != nil {
-			return err
+		p, err := next(size)
+		if err == nil {
+			err = z.read(p)
 		}
-		if err := emit(payload[:size]); err != nil {
+		if err != nil {
 			return err
 		}
 		if last {
@@ -182,33 +201,70 @@ func (z *zframer) blocks(checksum bool, emit func([]byte) error) error {
 		}
 	}
 	if checksum {
-		var c [4]byte
-		if err := z.read(c[:]); err != nil {
-			return err
+		c, err := next(4)
+		if err == nil {
+			err = z.read(c)
 		}
-		return emit(c[:])
+		return err
 	}
 	return nil
 }
 
-// zstdSource decodes a zstd stream frame by frame: small frames on a pool
-// of workers, large ones streamed, output in order, with a restart point
-// after every frame.
+// zstdSource decodes a zstd stream frame by frame: small frames whole, on
+// up to maxFrameWorkers goroutines side by side, large ones streamed,
+// output in order, with a restart point after every frame.
+//
+// Given a partition to write to (writeTo, before the first next), the
+// workers write the frames they decode themselves, at their offsets, as
+// soon as they are decoded, and next hands out pieces saying so (for the
+// sinks only). Otherwise next hands out pieces to write.
+//
+// Memory: each worker decodes into a buffer of its own (maxParallelFrame
+// bytes at most), held until its piece is done; without writeTo, a
+// frame's buffer is held until its piece is done, and there is one more
+// buffer, taken in frame order so the oldest frame always has one.
+// Compressed frames are read into workers+1 buffers (the splitter reads
+// one while the workers decode). Every buffer is allocated on first use
+// and reused, so the source makes no garbage as it goes. A streamed frame
+// uses pipeDepth buffers of pipeChunk and one decoder, reused from frame
+// to frame.
+//
+// Read-ahead: the splitter starts no frame while readAhead compressed
+// bytes are read past the settled position. Without hold, a restart point
+// settles the bytes before it as next hands it out; with hold, only
+// settle does (copyImage settles the bytes a synced checkpoint covers).
 type zstdSource struct {
-	// inflight counts compressed bytes of frames read but not yet
-	// consumed, bounded by readAhead.
-	mu       sync.Mutex
-	cond     *sync.Cond
-	inflight int64
+	mu      sync.Mutex
+	cond    *sync.Cond
+	settled int64 // compressed offset settled
+	manual  bool  // hold was called
 
 	ctx     context.Context
-	out     chan job
 	cancel  context.CancelFunc
+	start   func() // starts the splitter (at the first next)
+	started bool
+	direct  io.WriterAt // writeTo's partition
+	limit   int64       // and its size
+	writeMu sync.Mutex  // the workers write one at a time
+	out     chan job
+	work    chan *frameJob
 	wg      sync.WaitGroup
 	cur     *job
 	err     error
-	dec     *zstd.Decoder
-	bufPool chan []byte
+	dec     *zstd.Decoder // DecodeAll, for whole frames
+	comps   chan []byte   // compressed frame buffers
+	outs    chan []byte   // output buffers taken in frame order (without writeTo)
+	chunks  chan []byte   // streamed frames' output buffers
+	stream  *zstd.Decoder // the streamed frames' decoder (splitter goroutine only)
+}
+
+// frameJob is a frame for a worker to decode: its compressed bytes, where
+// its output goes, and where the result is sent.
+type frameJob struct {
+	comp     []byte
+	out      []byte // the output buffer taken for it (without writeTo)
+	at, size int64
+	res      chan result
 }
 
 // job is one frame's output: either one decoded buffer (res) or a stream
@@ -220,59 +276,98 @@ type job struct {
 }
 
 type result struct {
-	p     []byte
-	err   error
-	done  func()
-	state map[string][]byte
+	p []byte
+	// written: p is in the partition already (writeTo).
+	written bool
+	err     error
+	done    func()
+	state   map[string][]byte
 	// end, on the last result of a streamed frame, is its restart point.
 	end *restartPoint
 }
 
-// newZstdSource starts decoding r, whose first byte is at compressed
-// offset in and whose output starts at offset out (a restart point).
+// copyError is a failure of writing the output (not of the stream): the
+// copy aborts the download for it.
+type copyError struct{ err error }
+
+func (e *copyError) Error() string { return e.err.Error() }
+func (e *copyError) Unwrap() error { return e.err }
+
+// newZstdSource makes a source decoding r, whose first byte is at
+// compressed offset in and whose output starts at offset out (a restart
+// point). It starts reading at the first next.
 func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int, snap snapshotFunc) (*zstdSource, error) {
+	workers = min(max(workers, 1), maxFrameWorkers)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(workers), zstd.WithDecoderMaxWindow(maxZstdWindow),
 		zstd.WithDecoderMaxMemory(maxParallelFrame), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &zstdSource{ctx: ctx, cancel: cancel, out: make(chan job, workers+1), dec: dec,
-		bufPool: make(chan []byte, workers+2)}
-	sem := make(chan struct{}, workers)
+	s := &zstdSource{ctx: ctx, cancel: cancel, out: make(chan job, workers+2), work: make(chan *frameJob),
+		dec: dec, settled: in, comps: make(chan []byte, workers+1), outs: make(chan []byte, workers+1),
+		chunks: make(chan []byte, pipeDepth)}
+	for i := 0; i < workers+1; i++ {
+		s.comps <- nil // allocated on first use
+		s.outs <- nil
+	}
+	for i := 0; i < pipeDepth; i++ {
+		s.chunks <- nil
+	}
 	s.cond = sync.NewCond(&s.mu)
 	context.AfterFunc(ctx, func() {
 		s.mu.Lock()
 		s.cond.Broadcast()
 		s.mu.Unlock()
 	})
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(s.out)
-		s.split(&zframer{r: r, in: in}, out, sem, snap)
-	}()
+	s.start = func() {
+		for i := 0; i < workers; i++ {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.worker()
+			}()
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer close(s.out)
+			s.split(&zframer{r: r, in: in}, out, snap, min(workers, streamWorkers))
+		}()
+	}
 	return s, nil
 }
 
-func (s *zstdSource) getBuf() []byte {
-	select {
-	case b := <-s.bufPool:
-		return b
-	default:
-		return make([]byte, 0, maxParallelFrame)
+// writeTo makes the workers write the frames they decode into dst
+// themselves, refusing any byte at or past limit (ErrImageTooLarge). It
+// must come before the first next.
+func (s *zstdSource) writeTo(dst io.WriterAt, limit int64) {
+	if s.started {
+		panic("updater: zstdSource.writeTo after next")
 	}
+	s.direct, s.limit = dst, limit
 }
 
-func (s *zstdSource) putBuf(b []byte) {
-	select {
-	case s.bufPool <- b[:0]:
-	default:
+// hold makes only settle settle bytes (see zstdSource).
+func (s *zstdSource) hold() {
+	s.mu.Lock()
+	s.manual = true
+	s.mu.Unlock()
+}
+
+// settle says an interruption would now go on from compressed offset in
+// (or later): the bytes before it no longer count against readAhead.
+func (s *zstdSource) settle(in int64) {
+	s.mu.Lock()
+	if in > s.settled {
+		s.settled = in
+		s.cond.Broadcast()
 	}
+	s.mu.Unlock()
 }
 
 // split reads frames and hands them out in order.
-func (s *zstdSource) split(z *zframer, out int64, sem chan struct{}, snap snapshotFunc) {
+func (s *zstdSource) split(z *zframer, out int64, snap snapshotFunc, streamConc int) {
 	send := func(j job) bool {
 		select {
 		case s.out <- j:
@@ -286,12 +381,12 @@ func (s *zstdSource) split(z *zframer, out int64, sem chan struct{}, snap snapsh
 		j.res <- result{err: err}
 		send(j)
 	}
-	hbuf := make([]byte, 0, 18)
+	var hbuf [18]byte
 	for {
-		// Read no further while readAhead compressed bytes of frames are
-		// read and not yet written: they are what an interruption loses.
+		// Read no further while readAhead compressed bytes are read past
+		// the settled position: they are what an interruption loses.
 		s.mu.Lock()
-		for s.inflight >= readAhead && s.ctx.Err() == nil {
+		for z.in-s.settled >= readAhead && s.ctx.Err() == nil {
 			s.cond.Wait()
 		}
 		s.mu.Unlock()
@@ -329,149 +424,267 @@ func (s *zstdSource) split(z *zframer, out int64, sem chan struct{}, snap snapsh
 			fail(fmt.Errorf("%w: magic 0x%08x at byte %d", ErrZstdFrame, magic, z.in-4))
 			return
 		}
-		hdr, size, checksum, err := z.frameHeader(hbuf)
+		hdr, size, checksum, err := z.frameHeader(hbuf[:0])
 		if err != nil {
 			fail(err)
 			return
 		}
 		if size >= 0 && size <= maxParallelFrame {
-			// Small: collect the frame and decode it on a worker.
-			frame := append(make([]byte, 0, size/2+1024), hdr...)
-			if err := z.blocks(checksum, func(b []byte) error {
-				if len(frame)+len(b) > maxParallelFrame+(maxParallelFrame/zstdMaxBlock+1)*4+64 {
-					return fmt.Errorf("%w: a frame of %d bytes is larger compressed than it could be", ErrZstdFrame, size)
-				}
-				frame = append(frame, b...)
-				return nil
-			}); err != nil {
-				fail(err)
-				return
-			}
-			s.mu.Lock()
-			s.inflight += int64(len(frame))
-			s.mu.Unlock()
-			out += size
-			end, err := at(snap, z.in, out)
-			if err != nil {
-				fail(err)
-				return
-			}
-			j := job{res: make(chan result, 1), end: end}
-			select {
-			case sem <- struct{}{}:
-			case <-s.ctx.Done():
-				return
-			}
-			s.wg.Add(1)
-			go func(frame []byte, size int64) {
-				defer s.wg.Done()
-				defer func() { <-sem }()
-				buf := s.getBuf()
-				p, err := s.dec.DecodeAll(frame, buf)
-				if err == nil && int64(len(p)) != size {
-					err = fmt.Errorf("%w: a frame declares %d bytes and decodes to %d", ErrZstdFrame, size, len(p))
-				}
-				j.res <- result{p: p, err: err, done: func() {
-					s.putBuf(p)
-					s.mu.Lock()
-					s.inflight -= int64(len(frame))
-					s.cond.Broadcast()
-					s.mu.Unlock()
-				}}
-			}(frame, size)
-			if !send(j) {
+			if !s.whole(z, hdr, size, checksum, &out, snap, send, fail) {
 				return
 			}
 			continue
 		}
-		// Large or undeclared: stream it, restartable only at its end.
-		j := job{stream: make(chan result, 2)}
-		if !send(j) {
-			return
-		}
-		pr, pw := io.Pipe()
-		fed := make(chan error, 1) // the frame's bytes, all read (or not)
-		go func() {
-			_, err := pw.Write(hdr)
-			if err == nil {
-				err = z.blocks(checksum, func(b []byte) error {
-					_, err := pw.Write(b)
-					return err
-				})
-			}
-			pw.CloseWithError(err)
-			fed <- err
-		}()
-		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow), zstd.WithDecoderLowmem(true))
-		if err != nil {
-			pr.CloseWithError(err)
-			select {
-			case j.stream <- result{err: err}:
-			case <-s.ctx.Done():
-			}
-			close(j.stream)
-			return
-		}
-		// Every send to the consumer gives up when the source is closed.
-		put := func(r result) bool {
-			select {
-			case j.stream <- r:
-				return true
-			case <-s.ctx.Done():
-				return false
-			}
-		}
-		var produced int64
-		ok := true
-		for ok {
-			buf := make([]byte, pipeChunk)
-			n, err := io.ReadFull(d, buf)
-			produced += int64(n)
-			if n > 0 && !put(result{p: buf[:n]}) {
-				ok = false
-				break
-			}
-			if err != nil {
-				if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-					err = nil
-				}
-				if err == nil && size >= 0 && produced != size {
-					err = fmt.Errorf("%w: a frame declares %d bytes and decodes to %d", ErrZstdFrame, size, produced)
-				}
-				if err != nil {
-					put(result{err: err})
-					ok = false
-				}
-				break
-			}
-		}
-		d.Close()
-		pr.CloseWithError(io.ErrClosedPipe)
-		// The next frame starts where this one's bytes end: wait for them
-		// to be read to the end before going on.
-		if ferr := <-fed; ferr != nil && ok {
-			put(result{err: ferr})
-			ok = false
-		}
-		out += produced
-		if ok {
-			// The restart point travels with the last (empty) result.
-			if end, err := at(snap, z.in, out); err != nil {
-				put(result{err: err})
-				ok = false
-			} else if !put(result{end: &end}) {
-				ok = false
-			}
-		}
-		close(j.stream)
-		if !ok {
+		if !s.streamed(z, hdr, size, checksum, &out, snap, send, streamConc) {
 			return
 		}
 	}
 }
 
+// whole reads a small frame and hands it to a worker. It returns false
+// when splitting must stop.
+func (s *zstdSource) whole(z *zframer, hdr []byte, size int64, checksum bool, out *int64, snap snapshotFunc,
+	send func(job) bool, fail func(error)) bool {
+	var comp []byte
+	select {
+	case comp = <-s.comps:
+	case <-s.ctx.Done():
+		return false
+	}
+	if cap(comp) < int(size/2) {
+		comp = make([]byte, 0, size/2+64<<10)
+	}
+	frame := append(comp[:0], hdr...)
+	err := z.blocks(checksum, func(n int) ([]byte, error) {
+		if len(frame)+n > maxFrameCompressed {
+			return nil, fmt.Errorf("%w: a frame of %d bytes is larger compressed than it could be", ErrZstdFrame, size)
+		}
+		l := len(frame)
+		frame = slices.Grow(frame, n)[:l+n]
+		return frame[l:], nil
+	})
+	if err != nil {
+		s.comps <- frame[:0]
+		fail(err)
+		return false
+	}
+	fj := &frameJob{comp: frame, at: *out, size: size, res: make(chan result, 1)}
+	*out += size
+	end, err := at(snap, z.in, *out)
+	if err != nil {
+		s.comps <- frame[:0]
+		fail(err)
+		return false
+	}
+	if s.direct == nil {
+		// The output buffers go to the frames in order.
+		select {
+		case fj.out = <-s.outs:
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+	if !send(job{res: fj.res, end: end}) {
+		return false
+	}
+	select {
+	case s.work <- fj:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// worker decodes frames: into its own buffer, writing them (writeTo) and
+// waiting for the piece to be done before the next, or into the buffer
+// the frame was given.
+func (s *zstdSource) worker() {
+	var own []byte
+	release := make(chan struct{}, 1)
+	for {
+		var fj *frameJob
+		select {
+		case fj = <-s.work:
+		case <-s.ctx.Done():
+			return
+		}
+		buf := fj.out
+		if s.direct != nil {
+			buf = own
+		}
+		if cap(buf) < int(fj.size) {
+			buf = make([]byte, 0, fj.size)
+		}
+		p, err := s.dec.DecodeAll(fj.comp, buf[:0])
+		comp := fj.comp[:0]
+		if cap(comp) > maxParallelFrame/2+64<<10 {
+			comp = nil // grown for a frame that hardly compresses: not kept
+		}
+		s.comps <- comp
+		if err == nil && int64(len(p)) != fj.size {
+			err = fmt.Errorf("%w: a frame declares %d bytes and decodes to %d", ErrZstdFrame, fj.size, len(p))
+		}
+		if err != nil {
+			p = buf[:0] // never keep what a bad frame made
+		}
+		if s.direct == nil {
+			if err != nil {
+				s.outs <- p
+				fj.res <- result{err: err}
+			} else {
+				fj.res <- result{p: p, done: func() { s.outs <- p[:0] }}
+			}
+			continue
+		}
+		own = p[:0]
+		if err == nil {
+			if fj.at+fj.size > s.limit {
+				err = &copyError{fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, s.limit)}
+			} else {
+				// One write at a time: a partition's writer (a test's,
+				// a journal) need not take parallel writes.
+				s.writeMu.Lock()
+				_, werr := s.direct.WriteAt(p, fj.at)
+				s.writeMu.Unlock()
+				if werr != nil {
+					err = &copyError{fmt.Errorf("writing at offset %d: %w", fj.at, werr)}
+				}
+			}
+		}
+		if err != nil {
+			fj.res <- result{err: err}
+			continue
+		}
+		// The sinks take the bytes from this buffer, in order: it is not
+		// used again before they have.
+		fj.res <- result{p: p, written: true, done: func() { release <- struct{}{} }}
+		select {
+		case <-release:
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// streamed decodes a large (or undeclared) frame as it arrives, in
+// pieces; it can restart only at its end. It returns false when splitting
+// must stop.
+func (s *zstdSource) streamed(z *zframer, hdr []byte, size int64, checksum bool, out *int64, snap snapshotFunc,
+	send func(job) bool, conc int) bool {
+	j := job{stream: make(chan result, pipeDepth)}
+	if !send(j) {
+		return false
+	}
+	defer close(j.stream)
+	// Every send to the consumer gives up when the source is closed.
+	put := func(r result) bool {
+		select {
+		case j.stream <- r:
+			return true
+		case <-s.ctx.Done():
+			return false
+		}
+	}
+	pr, pw := io.Pipe()
+	fed := make(chan error, 1) // the frame's bytes, all read (or not)
+	go func() {
+		_, err := pw.Write(hdr)
+		if err == nil {
+			// Each part read goes to the decoder before the next is read.
+			buf := make([]byte, zstdMaxBlock)
+			var part []byte
+			flush := func() error {
+				_, err := pw.Write(part)
+				part = nil
+				return err
+			}
+			err = z.blocks(checksum, func(n int) ([]byte, error) {
+				if err := flush(); err != nil {
+					return nil, err
+				}
+				part = buf[:n]
+				return part, nil
+			})
+			if err == nil {
+				err = flush()
+			}
+		}
+		pw.CloseWithError(err)
+		fed <- err
+	}()
+	var err error
+	if s.stream == nil {
+		s.stream, err = zstd.NewReader(pr, zstd.WithDecoderConcurrency(conc), zstd.WithDecoderMaxWindow(maxZstdWindow),
+			zstd.WithDecoderLowmem(true))
+	} else {
+		err = s.stream.Reset(pr)
+	}
+	ok := err == nil
+	if !ok {
+		put(result{err: err})
+	}
+	var produced int64
+	for ok {
+		var buf []byte
+		select {
+		case buf = <-s.chunks:
+		case <-s.ctx.Done():
+			ok = false
+			continue
+		}
+		if buf == nil {
+			buf = make([]byte, pipeChunk)
+		}
+		n, err := io.ReadFull(s.stream, buf)
+		produced += int64(n)
+		if n > 0 {
+			if !put(result{p: buf[:n], done: func() { s.chunks <- buf }}) {
+				ok = false
+				break
+			}
+		} else {
+			s.chunks <- buf
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				err = nil
+			}
+			if err == nil && size >= 0 && produced != size {
+				err = fmt.Errorf("%w: a frame declares %d bytes and decodes to %d", ErrZstdFrame, size, produced)
+			}
+			if err != nil {
+				put(result{err: err})
+				ok = false
+			}
+			break
+		}
+	}
+	pr.CloseWithError(io.ErrClosedPipe)
+	// The next frame starts where this one's bytes end: wait for them to
+	// be read to the end before going on.
+	if ferr := <-fed; ferr != nil && ok {
+		put(result{err: ferr})
+		ok = false
+	}
+	*out += produced
+	if ok {
+		// The restart point travels with the last (empty) result.
+		if end, err := at(snap, z.in, *out); err != nil {
+			put(result{err: err})
+			ok = false
+		} else if !put(result{end: &end}) {
+			ok = false
+		}
+	}
+	return ok
+}
+
 // next returns the next piece of output, io.EOF at the end.
 func (s *zstdSource) next() (piece, error) {
+	if !s.started {
+		s.started = true
+		s.start()
+	}
 	if s.err != nil {
 		return piece{}, s.err
 	}
@@ -504,7 +717,12 @@ func (s *zstdSource) next() (piece, error) {
 				return piece{}, r.err
 			}
 			end := j.end
-			return piece{p: r.p, restart: &end, done: r.done}, nil
+			s.autoSettle(end.In)
+			done := r.done
+			if done == nil {
+				done = func() {}
+			}
+			return piece{p: r.p, written: r.written, restart: &end, done: done}, nil
 		}
 		var r result
 		var ok bool
@@ -523,15 +741,34 @@ func (s *zstdSource) next() (piece, error) {
 			return piece{}, r.err
 		}
 		if r.end != nil {
+			s.autoSettle(r.end.In)
 			return piece{restart: r.end, done: func() {}}, nil
 		}
-		return piece{p: r.p, done: func() {}}, nil
+		done := r.done
+		if done == nil {
+			done = func() {}
+		}
+		return piece{p: r.p, done: done}, nil
+	}
+}
+
+// autoSettle settles at a restart point handed out, unless held.
+func (s *zstdSource) autoSettle(in int64) {
+	s.mu.Lock()
+	manual := s.manual
+	s.mu.Unlock()
+	if !manual {
+		s.settle(in)
 	}
 }
 
 // close stops the workers and waits for them.
 func (s *zstdSource) close() {
 	s.cancel()
+	if !s.started {
+		s.started = true
+		close(s.out)
+	}
 	go func() { // unblock a splitter stuck sending
 		for j := range s.out {
 			_ = j
@@ -539,4 +776,7 @@ func (s *zstdSource) close() {
 	}()
 	s.wg.Wait()
 	s.dec.Close()
+	if s.stream != nil {
+		s.stream.Close()
+	}
 }

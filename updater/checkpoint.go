@@ -19,12 +19,14 @@ import (
 // Checkpoints make an interrupted install (a killed process, a lost link,
 // a power cut) go on where it stopped, re-downloading at most
 // Options.CheckpointEvery (2 MiB) of compressed input plus the read-ahead
-// (6 MiB, and the frame being read): 8 MiB plus one frame.
+// (16 MiB, and the frame being read): 18 MiB plus one frame.
 //
-// While an image is written, at restart points of its stream (zstd frame
-// boundaries; anywhere in a raw image) at least every CheckpointEvery
-// compressed bytes, the partition is synced and only then the checkpoint
-// is written (atomically): it never claims bytes a power cut could lose.
+// While an image is written, the partition is synced in the background
+// (pipeline.go: every CheckpointEvery of compressed input or 32 MiB of
+// output), and after each sync a checkpoint is written (atomically) at
+// the last restart point of its stream (zstd frame boundaries; anywhere in
+// a raw image) whose bytes were written before the sync started: it never
+// claims bytes a power cut could lose.
 // It records, for each image: the signed target (name, length, sha256),
 // the codec, the compressed offset and the output offset of the restart
 // point, the state of the sha256 of the compressed bytes before it (so the

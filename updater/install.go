@@ -202,27 +202,24 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	if check != nil {
 		sinks = append(sinks, check)
 	}
-	lastIn := ip.In
-	onRestart := func(rp restartPoint) error {
-		if rp.In-lastIn < s.u.o.CheckpointEvery || rp.state == nil {
-			return nil
-		}
-		// The checkpoint never claims bytes a power cut could lose.
-		if err := dst.Sync(); err != nil {
-			return fmt.Errorf("syncing the %s partition: %w", img.Kind, err)
-		}
-		var state []byte
-		if check == nil {
-			var err error
-			if state, err = outHash.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
-				return err
+	// The partition is synced as it is written, in the background, and a
+	// checkpoint saved after each sync: it never claims bytes a power cut
+	// could lose.
+	ck := &checkpoints{every: s.u.o.CheckpointEvery, from: ip.In,
+		sync: func() error {
+			if err := dst.Sync(); err != nil {
+				return fmt.Errorf("syncing the %s partition: %w", img.Kind, err)
 			}
-		}
-		ip.In, ip.Out, ip.InState, ip.OutState = rp.In, rp.Out, rp.state, state
-		lastIn = rp.In
-		return save()
+			return nil
+		},
+		save: func(rp restartPoint, state []byte) error {
+			ip.In, ip.Out, ip.InState, ip.OutState = rp.In, rp.Out, rp.state, state
+			return save()
+		}}
+	if check == nil {
+		ck.capture = outHash.(encoding.BinaryMarshaler).MarshalBinary
 	}
-	w.n, err = copyImage(ctx, dec.src, dst, ip.Out, dst.Size(), sinks, nil, func() { st.Close() }, onRestart)
+	w.n, err = copyImage(ctx, dec.src, dst, ip.Out, dst.Size(), sinks, nil, func() { st.Close() }, ck)
 	w.resumes = st.Resumes()
 	if err != nil {
 		prog.Done(img.Kind, err)

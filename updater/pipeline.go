@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/updog/updog/internal/blockdev"
 )
 
 // Pipeline sizes: a reader fills up to pipeDepth buffers of pipeChunk
@@ -363,6 +365,7 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 					pc.done()
 					return end(fmt.Errorf("writing at offset %d: %w", off, err), true)
 				}
+				blockdev.StartWriteback(dst, off, int64(n))
 			}
 			for _, s := range sinks {
 				if _, err := s.Write(pc.p); err != nil {

@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/updog/updog/internal/blockdev"
 )
 
 // A zstd stream is a sequence of frames (imgbuild writes independent frames
@@ -54,7 +56,7 @@ const (
 	// being decoded and written and the bytes written but not yet synced
 	// (syncing in batches keeps the disk streaming), and bounds how much
 	// of the partition is written ahead of its last sync.
-	readAhead = 16 << 20
+	readAhead = 6 << 20
 )
 
 // ErrZstdFrame means the stream is not a well-formed sequence of zstd
@@ -546,6 +548,9 @@ func (s *zstdSource) worker() {
 				s.writeMu.Lock()
 				_, werr := s.direct.WriteAt(p, fj.at)
 				s.writeMu.Unlock()
+				if werr == nil {
+					blockdev.StartWriteback(s.direct, fj.at, int64(len(p)))
+				}
 				if werr != nil {
 					err = &copyError{fmt.Errorf("writing at offset %d: %w", fj.at, werr)}
 				}

@@ -238,3 +238,19 @@ func (w *window) WriteAt(p []byte, off int64) (int, error) {
 func (w *window) Sync() error     { return w.d.Sync() }
 func (w *window) Size() int64     { return w.n }
 func (w *window) SectorSize() int { return w.d.SectorSize() }
+
+// StartWriteback asks the device to start writing back what was written
+// in [off, off+n) without waiting, where it can (a File, or a Window over
+// one); elsewhere it does nothing. Streaming writers call it after each
+// write so that their periodic Sync, which alone makes the bytes durable,
+// waits for little: the disk stays busy from the first byte.
+func StartWriteback(d io.WriterAt, off, n int64) {
+	switch d := d.(type) {
+	case *File:
+		d.startWriteback(off, n)
+	case *window:
+		if off >= 0 && off < d.n {
+			StartWriteback(d.d, d.off+off, min(n, d.n-off))
+		}
+	}
+}

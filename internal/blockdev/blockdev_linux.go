@@ -63,3 +63,13 @@ func blockRdev(fi os.FileInfo) (uint64, bool) {
 }
 
 const directFlag = unix.O_DIRECT
+
+// startWriteback starts writing the range back to the device without
+// waiting (sync_file_range SYNC_FILE_RANGE_WRITE), so a later Sync finds
+// little left to write. It is no durability promise: only Sync is.
+func (d *File) startWriteback(off, n int64) {
+	if d.readOnly || n <= 0 {
+		return
+	}
+	_ = unix.SyncFileRange(int(d.f.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE)
+}

@@ -33,11 +33,15 @@ import (
 // the codec, the compressed offset and the output offset of the restart
 // point, the state of the sha256 of the compressed bytes before it (so the
 // signed hash is still checked over the whole object) and of the sha256 of
-// the output before it (the read-back check), or, once the image is
+// the output before it (the read-back check), inside an LZ4 frame the
+// frame's header and content checksum state, or, once the image is
 // complete, the output's sha256. The root's dm-verity check is rebuilt by
-// reading back what was already written. xz, lz4 and gzip streams have no
-// restart points here: they start from zero after a process restart (and
-// resume within one process through HTTP Range requests).
+// reading back what was already written. Restart points are zstd frame
+// boundaries, LZ4 block boundaries in frames of independent blocks (as
+// `lz4` writes by default, and Bottlerocket ships) and LZ4 frame ends,
+// anywhere in a raw image; xz and gzip streams have none here: they start
+// from zero after a process restart (and resume within one process
+// through HTTP Range requests), and status says so.
 //
 // A checkpoint is used only for the same release, the same signed
 // targets, the same inactive partitions (numbers, extents, GUIDs), an
@@ -71,7 +75,14 @@ type imageProgress struct {
 	// output's sha256 state at Out.
 	InState  map[string][]byte `json:"in_state,omitempty"`
 	OutState []byte            `json:"out_state,omitempty"`
-	Done     bool              `json:"done"`
+	// CodecState is what the decoder needs to go on from the restart
+	// point besides the offsets (inside an LZ4 frame: its header and
+	// content checksum state).
+	CodecState []byte `json:"codec_state,omitempty"`
+	// NoRestarts: the stream has no restart points (xz, gzip, LZ4 of
+	// linked blocks): it starts from zero after a process restart.
+	NoRestarts bool `json:"no_restarts,omitempty"`
+	Done       bool `json:"done"`
 	// OutSHA256 is the output's sha256 once Done.
 	OutSHA256 string `json:"out_sha256,omitempty"`
 }
@@ -203,9 +214,17 @@ func (s *session) usable(c *checkpoint, plan *Plan) string {
 		if ip.In == 0 {
 			continue
 		}
-		if ip.Codec != CodecZstd && ip.Codec != CodecRaw || len(ip.InState) == 0 ||
+		if ip.Codec != CodecZstd && ip.Codec != CodecRaw && ip.Codec != CodecLZ4 || len(ip.InState) == 0 ||
 			(img.Kind != KindRoot && len(ip.OutState) == 0) {
 			return fmt.Sprintf("its %s restart point is incomplete", img.Kind)
+		}
+		if len(ip.CodecState) > 0 {
+			if ip.Codec != CodecLZ4 {
+				return fmt.Sprintf("its %s restart point has a decoder state a %s stream does not have", img.Kind, ip.Codec)
+			}
+			if _, err := unmarshalLZ4Frame(ip.CodecState); err != nil {
+				return fmt.Sprintf("its %s restart point: %v", img.Kind, err)
+			}
 		}
 		if ip.Codec == CodecRaw && ip.In != ip.Out {
 			return fmt.Sprintf("its raw %s image has %d bytes read but %d written", img.Kind, ip.In, ip.Out)

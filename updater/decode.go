@@ -67,18 +67,25 @@ type decoded struct {
 	// by the decoder (after its end: bytes past the compressed stream).
 	leftover func() int
 	// restartable: the source's pieces carry restart points (zstd frame
-	// boundaries, raw anywhere); xz, lz4 and gzip streams restart from
-	// zero after a process restart.
+	// boundaries, LZ4 blocks of a frame of independent blocks, raw
+	// anywhere); xz and gzip streams, and LZ4 frames of linked blocks,
+	// restart from zero after a process restart.
 	restartable bool
 }
 
 // openSource recognises the format of r by its magic bytes (or, when
 // resuming at a restart point, takes the codec it was) and returns its
 // decoded output. r is the verified stream, positioned at compressed
-// offset in; the output starts at offset out. Restartable codecs (zstd and
-// raw) read r exactly, never ahead, so the bytes hashed below them at a
-// restart point are exactly the stream up to it.
+// offset in; the output starts at offset out. Restartable codecs (zstd,
+// LZ4 and raw) read r exactly, never ahead, so the bytes hashed below them
+// at a restart point are exactly the stream up to it.
 func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, workers int, snap snapshotFunc) (*decoded, error) {
+	return openSourceAt(ctx, r, codec, in, out, nil, workers, snap)
+}
+
+// openSourceAt is openSource going on from a restart point whose codec
+// state (restartPoint.codec) is state.
+func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, state []byte, workers int, snap snapshotFunc) (*decoded, error) {
 	if codec == "" {
 		head := make([]byte, peekBytes)
 		n, err := io.ReadFull(r, head)
@@ -97,6 +104,12 @@ func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, wo
 			return nil, err
 		}
 		return &decoded{src: zs, codec: codec, leftover: none, restartable: true}, nil
+	case CodecLZ4:
+		ls, err := newLZ4Source(ctx, r, in, out, state, snap)
+		if err != nil {
+			return nil, err
+		}
+		return &decoded{src: ls, codec: codec, leftover: ls.leftover, restartable: ls.restartable()}, nil
 	case CodecRaw:
 		if in != out {
 			return nil, fmt.Errorf("updater: a raw image cannot restart at input %d, output %d", in, out)

@@ -62,7 +62,9 @@ type fixture struct {
 	m        *manifest.Manifest
 	codec    Codec
 	// frames, when set, compresses zstd images as independent frames of
-	// this much output each (as imgbuild does), with their sizes.
+	// this much output each (as imgbuild does), with their sizes, and lz4
+	// images as independent blocks of this size (64 KiB, 256 KiB, 1 MiB
+	// or 4 MiB).
 	frames int
 	// rootBytes, when set, is the size of new releases' root images.
 	rootBytes int
@@ -313,6 +315,9 @@ func (f *fixture) addRelease(version string, edit func(u *manifest.Update, files
 	comp := func(b []byte) []byte {
 		if f.codec == CodecZstd && f.frames > 0 {
 			return zstdFrames(f.t, b, f.frames)
+		}
+		if f.codec == CodecLZ4 && f.frames > 0 {
+			return lz4Blocks(f.t, b, f.frames)
 		}
 		return compress(f.t, f.codec, b)
 	}

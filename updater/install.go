@@ -182,14 +182,18 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 		codec = ip.Codec
 	}
 	snap := func() (int64, map[string][]byte, error) { return st.State() }
-	dec, err := openSource(ctx, counted, codec, ip.In, ip.Out, s.u.o.Concurrency, snap)
+	var state []byte
+	if ip.In > 0 {
+		state = ip.CodecState
+	}
+	dec, err := openSourceAt(ctx, counted, codec, ip.In, ip.Out, state, s.u.o.Concurrency, snap)
 	if err != nil {
 		prog.Done(img.Kind, err)
 		return w, s.streamError(st, img, err)
 	}
 	w.codec = dec.codec
-	if ip.Codec != dec.codec {
-		ip.Codec = dec.codec
+	if ip.Codec != dec.codec || ip.NoRestarts != !dec.restartable {
+		ip.Codec, ip.NoRestarts = dec.codec, !dec.restartable
 		if err := save(); err != nil { // status can say whether it restarts from zero
 			dec.src.close()
 			return w, err
@@ -213,7 +217,7 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 			return nil
 		},
 		save: func(rp restartPoint, state []byte) error {
-			ip.In, ip.Out, ip.InState, ip.OutState = rp.In, rp.Out, rp.state, state
+			ip.In, ip.Out, ip.InState, ip.OutState, ip.CodecState = rp.In, rp.Out, rp.state, state, rp.codec
 			return save()
 		}}
 	if check == nil {
@@ -586,7 +590,7 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		if err := dev.Sync(); err != nil {
 			return nil, fmt.Errorf("syncing the %s partition: %w", img.Kind, err)
 		}
-		ip.Done, ip.In, ip.Out, ip.InState, ip.OutState = true, ip.Length, w.n, nil, nil
+		ip.Done, ip.In, ip.Out, ip.InState, ip.OutState, ip.CodecState = true, ip.Length, w.n, nil, nil, nil
 		ip.OutSHA256 = hex.EncodeToString(w.sha256)
 		if err := save(); err != nil {
 			return nil, err

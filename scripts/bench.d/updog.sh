@@ -104,13 +104,14 @@ TOML
   "$bin/imgbuild" disk --force --size "$(( 208 + 2 * (rootmib + hashmib) ))MiB" --disk-guid 11111111-2222-4333-8444-555555555555 "$work/disk.img" > /dev/null
   truncate -s 0 "$work/ref.img"; truncate -s $(( rootmib << 20 )) "$work/ref.img"
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  /usr/bin/time -f '%e %M' -o "$work/ref.time" bash -c "curl -s '$url/targets/$stored' | $dec | dd of='$work/ref.img' bs=4M conv=fsync,notrunc status=none"
+  /usr/bin/time -f '%e %M %U %S' -o "$work/ref.time" bash -c "curl -s '$url/targets/$stored' | $dec | dd of='$work/ref.img' bs=4M conv=fsync,notrunc status=none"
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  /usr/bin/time -f '%e %M' -o "$work/updog.time" "$bin/updog" --config "$work/updog.toml" --disk "$work/disk.img" --active a update-image > "$work/updog.out"
-  read -r rt _ < "$work/ref.time"; read -r ut um < "$work/updog.time"
+  /usr/bin/time -f '%e %M %U %S' -o "$work/updog.time" "$bin/updog" --config "$work/updog.toml" --disk "$work/disk.img" --active a update-image > "$work/updog.out"
+  read -r rt _ rus rsy < "$work/ref.time"; read -r ut um uus usy < "$work/updog.time"
   local comp; comp=$(stat -c %s "$work/targets/root.$v")
-  printf '%-12s %d GiB (%4d MiB compressed): %-22s %6.2f s | updog %6.2f s, peak RSS %3d MiB | ratio %.2f\n' \
-    "$codec" "$(( $(stat -c %s "$r/root.img") >> 30 ))" $(( comp >> 20 )) "${dec%% *} pipeline" "$rt" "$ut" $(( um / 1024 )) "$(echo "$ut / $rt" | bc -l)"
+  printf '%-12s %d GiB (%4d MiB compressed): %-22s %6.2f s | updog %6.2f s, peak RSS %3d MiB | ratio %.2f | CPU (user+sys) %.1f s vs %.1f s\n' \
+    "$codec" "$(( $(stat -c %s "$r/root.img") >> 30 ))" $(( comp >> 20 )) "${dec%% *} pipeline" "$rt" "$ut" $(( um / 1024 )) "$(echo "$ut / $rt" | bc -l)" \
+    "$(echo "$uus + $usy" | bc -l)" "$(echo "$rus + $rsy" | bc -l)"
   last_updog=$ut
 }
 

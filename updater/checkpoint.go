@@ -38,10 +38,12 @@ import (
 // complete, the output's sha256. The root's dm-verity check is rebuilt by
 // reading back what was already written. Restart points are zstd frame
 // boundaries, LZ4 block boundaries in frames of independent blocks (as
-// `lz4` writes by default, and Bottlerocket ships) and LZ4 frame ends,
-// anywhere in a raw image; xz and gzip streams have none here: they start
-// from zero after a process restart (and resume within one process
-// through HTTP Range requests), and status says so.
+// `lz4` writes by default, and Bottlerocket ships) and LZ4 frame ends, xz
+// block boundaries when the block headers give their sizes (`xz -T`),
+// anywhere in a raw image. gzip streams, LZ4 frames of linked blocks and
+// xz streams of one block without sizes (single-threaded `xz`) have none:
+// they start from zero after a process restart (and resume within one
+// process through HTTP Range requests), and status says so.
 //
 // A checkpoint is used only for the same release, the same signed
 // targets, the same inactive partitions (numbers, extents, GUIDs), an
@@ -77,10 +79,12 @@ type imageProgress struct {
 	OutState []byte            `json:"out_state,omitempty"`
 	// CodecState is what the decoder needs to go on from the restart
 	// point besides the offsets (inside an LZ4 frame: its header and
-	// content checksum state).
+	// content checksum state; inside an xz stream: its check type and a
+	// summary of the blocks so far, for the index check).
 	CodecState []byte `json:"codec_state,omitempty"`
-	// NoRestarts: the stream has no restart points (xz, gzip, LZ4 of
-	// linked blocks): it starts from zero after a process restart.
+	// NoRestarts: the stream has no restart points (gzip, LZ4 of linked
+	// blocks, xz of one block without sizes): it starts from zero after a
+	// process restart.
 	NoRestarts bool `json:"no_restarts,omitempty"`
 	Done       bool `json:"done"`
 	// OutSHA256 is the output's sha256 once Done.
@@ -214,15 +218,21 @@ func (s *session) usable(c *checkpoint, plan *Plan) string {
 		if ip.In == 0 {
 			continue
 		}
-		if ip.Codec != CodecZstd && ip.Codec != CodecRaw && ip.Codec != CodecLZ4 || len(ip.InState) == 0 ||
+		if ip.Codec != CodecZstd && ip.Codec != CodecRaw && ip.Codec != CodecLZ4 && ip.Codec != CodecXZ || len(ip.InState) == 0 ||
 			(img.Kind != KindRoot && len(ip.OutState) == 0) {
 			return fmt.Sprintf("its %s restart point is incomplete", img.Kind)
 		}
 		if len(ip.CodecState) > 0 {
-			if ip.Codec != CodecLZ4 {
+			var err error
+			switch ip.Codec {
+			case CodecLZ4:
+				_, err = unmarshalLZ4Frame(ip.CodecState)
+			case CodecXZ:
+				_, err = unmarshalXZStream(ip.CodecState)
+			default:
 				return fmt.Sprintf("its %s restart point has a decoder state a %s stream does not have", img.Kind, ip.Codec)
 			}
-			if _, err := unmarshalLZ4Frame(ip.CodecState); err != nil {
+			if err != nil {
 				return fmt.Sprintf("its %s restart point: %v", img.Kind, err)
 			}
 		}

@@ -67,9 +67,10 @@ type decoded struct {
 	// by the decoder (after its end: bytes past the compressed stream).
 	leftover func() int
 	// restartable: the source's pieces carry restart points (zstd frame
-	// boundaries, LZ4 blocks of a frame of independent blocks, raw
-	// anywhere); xz and gzip streams, and LZ4 frames of linked blocks,
-	// restart from zero after a process restart.
+	// boundaries, LZ4 blocks of a frame of independent blocks, xz blocks
+	// with their sizes in their headers, raw anywhere); gzip streams, LZ4
+	// frames of linked blocks and single-block xz streams restart from
+	// zero after a process restart.
 	restartable bool
 }
 
@@ -77,8 +78,8 @@ type decoded struct {
 // resuming at a restart point, takes the codec it was) and returns its
 // decoded output. r is the verified stream, positioned at compressed
 // offset in; the output starts at offset out. Restartable codecs (zstd,
-// LZ4 and raw) read r exactly, never ahead, so the bytes hashed below them
-// at a restart point are exactly the stream up to it.
+// LZ4, xz and raw) read r exactly, never ahead, so the bytes hashed below
+// them at a restart point are exactly the stream up to it.
 func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, workers int, snap snapshotFunc) (*decoded, error) {
 	return openSourceAt(ctx, r, codec, in, out, nil, workers, snap)
 }
@@ -104,6 +105,12 @@ func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, 
 			return nil, err
 		}
 		return &decoded{src: zs, codec: codec, leftover: none, restartable: true}, nil
+	case CodecXZ:
+		xs, err := newXZSource(ctx, r, in, out, state, snap)
+		if err != nil {
+			return nil, err
+		}
+		return &decoded{src: xs, codec: codec, leftover: xs.leftover, restartable: xs.restartable()}, nil
 	case CodecLZ4:
 		ls, err := newLZ4Source(ctx, r, in, out, state, snap)
 		if err != nil {

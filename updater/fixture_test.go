@@ -62,9 +62,9 @@ type fixture struct {
 	m        *manifest.Manifest
 	codec    Codec
 	// frames, when set, compresses zstd images as independent frames of
-	// this much output each (as imgbuild does), with their sizes, and lz4
+	// this much output each (as imgbuild does), with their sizes, lz4
 	// images as independent blocks of this size (64 KiB, 256 KiB, 1 MiB
-	// or 4 MiB).
+	// or 4 MiB), and xz images as blocks of this size (xz -T2).
 	frames int
 	// rootBytes, when set, is the size of new releases' root images.
 	rootBytes int
@@ -318,6 +318,9 @@ func (f *fixture) addRelease(version string, edit func(u *manifest.Update, files
 		}
 		if f.codec == CodecLZ4 && f.frames > 0 {
 			return lz4Blocks(f.t, b, f.frames)
+		}
+		if f.codec == CodecXZ && f.frames > 0 {
+			return xzCLI(f.t, b, "-3", "-T2", fmt.Sprintf("--block-size=%d", f.frames))
 		}
 		return compress(f.t, f.codec, b)
 	}

@@ -128,7 +128,7 @@ func (u *Updater) Status(ctx context.Context) (*Status, error) {
 			}
 		}
 		for kind, im := range cp.Images {
-			if !im.Done && im.Codec != "" && (im.NoRestarts || im.Codec != CodecZstd && im.Codec != CodecRaw && im.Codec != CodecLZ4) {
+			if !im.Done && im.Codec != "" && (im.NoRestarts || im.Codec == CodecGzip) {
 				ip.RestartsFromZero = append(ip.RestartsFromZero, kind)
 			}
 		}

@@ -70,8 +70,9 @@ type restartPoint struct {
 	// checkpoint), when the source was given a snapshot function.
 	state map[string][]byte
 	// codec is what the decoder needs to go on from here besides the
-	// offsets (an LZ4 frame's header and content checksum state; nil
-	// at a frame boundary and for zstd).
+	// offsets (an LZ4 frame's header and content checksum state, an xz
+	// stream's check type and blocks so far; nil at a frame or stream
+	// boundary and for zstd).
 	codec []byte
 }
 

@@ -84,8 +84,32 @@ type RebootConfig struct {
 	FleetLockURL string        `toml:"fleet_lock_url"`
 	Group        string        `toml:"group"`
 	Windows      []window.Spec `toml:"windows"`
+	// FleetLockWait bounds how long one run asks the FleetLock server
+	// for a slot: every answer but a grant (and every failure to reach
+	// it) is asked again with backoff until then, and only then does the
+	// run give up (exit 6). Unset means DefaultFleetLockWait; 0 asks once.
+	FleetLockWait *Duration `toml:"fleet_lock_wait"`
 
 	windows window.Set
+}
+
+// DefaultFleetLockWait is how long one run asks for a fleet lock slot
+// unless [reboot] fleet_lock_wait says otherwise. It stays below
+// mark-good's wait for updog's own lock (5 minutes), which a run waiting
+// for a slot holds.
+const DefaultFleetLockWait = 3 * time.Minute
+
+// MaxFleetLockWait is the longest fleet_lock_wait: a run that waits
+// longer holds updog's lock for too long; a timer that runs updog again
+// is the way to wait longer.
+const MaxFleetLockWait = time.Hour
+
+// LockWait is how long one run asks the FleetLock server for a slot.
+func (r *RebootConfig) LockWait() time.Duration {
+	if r.FleetLockWait == nil {
+		return DefaultFleetLockWait
+	}
+	return r.FleetLockWait.Duration
 }
 
 // Duration reads a TOML integer (seconds) or a string ("90s", "2m",
@@ -260,6 +284,9 @@ func (r *RebootConfig) fill() error {
 	case StrategyImmediate, StrategyFleetLock, StrategyPeriodic, StrategyOff:
 	default:
 		return bad("strategy", "%q is not immediate, fleet_lock, periodic or off", r.Strategy)
+	}
+	if r.FleetLockWait != nil && r.FleetLockWait.Duration > MaxFleetLockWait {
+		return bad("fleet_lock_wait", "%v is longer than %v", r.FleetLockWait.Duration, MaxFleetLockWait)
 	}
 	if r.Group == "" {
 		r.Group = fleetlock.DefaultGroup

@@ -107,6 +107,87 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestRebootConfigErrors: every mistake in [reboot] is refused, naming
+// the key and the file.
+func TestRebootConfigErrors(t *testing.T) {
+	t.Parallel()
+	base := "metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\n[reboot]\n"
+	win := func(w string) string { return base + "strategy = \"periodic\"\nwindows = [" + w + "]\n" }
+	for _, c := range []struct {
+		name, text, key, why string
+	}{
+		{"unknown strategy", base + `strategy = "reboot_now"`, "reboot.strategy", "reboot_now"},
+		{"strategy in the wrong case", base + `strategy = "Immediate"`, "reboot.strategy", "Immediate"},
+		{"periodic without windows", base + `strategy = "periodic"`, "reboot.windows", "at least one"},
+		{"periodic with an empty list", base + "strategy = \"periodic\"\nwindows = []", "reboot.windows", "at least one"},
+		{"fleet_lock without a URL", base + `strategy = "fleet_lock"`, "reboot.fleet_lock_url", "missing"},
+		{"fleet_lock with a relative URL", base + "strategy = \"fleet_lock\"\nfleet_lock_url = \"lock.example:8787\"", "reboot.fleet_lock_url", "http(s)"},
+		{"fleet_lock with ftp", base + `fleet_lock_url = "ftp://lock.example/"`, "reboot.fleet_lock_url", "http(s)"},
+		{"group with a slash", base + `group = "workers/a"`, "reboot.group", "workers/a"},
+		{"group with a space", base + `group = "two words"`, "reboot.group", "two words"},
+		{"group too long", base + `group = "` + strings.Repeat("g", 254) + `"`, "reboot.group", "not a valid group"},
+		{"window in an unknown zone", win(`{days = ["Sat"], start = "02:00", length = "2h", time_zone = "Mars/Olympus_Mons"}`), "reboot.windows", "Mars/Olympus_Mons"},
+		{"window without length", win(`{days = ["Sat"], start = "02:00"}`), "reboot.windows", "length"},
+		{"window of no length", win(`{days = ["Sat"], start = "02:00", length = "0s"}`), "reboot.windows", "length"},
+		{"window longer than a week", win(`{days = ["Sat"], start = "02:00", length = "169h"}`), "reboot.windows", "length"},
+		{"window with a bad start", win(`{days = ["Sat"], start = "25:00", length = "2h"}`), "reboot.windows", "25:00"},
+		{"window without days", win(`{start = "02:00", length = "2h"}`), "reboot.windows", "day"},
+		{"window on no such day", win(`{days = ["Caturday"], start = "02:00", length = "2h"}`), "reboot.windows", "Caturday"},
+		{"windows under another strategy", base + "strategy = \"immediate\"\nwindows = [{days = [\"Sat\"], start = \"02:00\", length = \"2h\", time_zone = \"Nowhere/Else\"}]", "reboot.windows", "Nowhere/Else"},
+		{"fleet_lock_wait too long", base + "fleet_lock_url = \"https://lock.example/\"\nfleet_lock_wait = \"2h\"", "reboot.fleet_lock_wait", "longer"},
+		{"fleet_lock_wait not a duration", base + "fleet_lock_url = \"https://lock.example/\"\nfleet_lock_wait = \"soon\"", "fleet_lock_wait", "soon"},
+	} {
+		_, err := ParseConfig("/etc/updog.toml", []byte(c.text))
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.key) || !strings.Contains(err.Error(), c.why) ||
+			!strings.Contains(err.Error(), "/etc/updog.toml") {
+			t.Errorf("%s: %v (want ErrConfig naming %s, %q and the file)", c.name, err, c.key, c.why)
+		}
+	}
+}
+
+// TestRebootConfigDefaults: no [reboot] is the immediate strategy in
+// group "default" at any time; a fleet_lock_url alone means fleet_lock;
+// fleet_lock_wait defaults to DefaultFleetLockWait, and 0 is kept (ask
+// once).
+func TestRebootConfigDefaults(t *testing.T) {
+	t.Parallel()
+	base := "metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\n"
+	c, err := ParseConfig("u.toml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.Reboot
+	if r.Strategy != StrategyImmediate || r.Group != "default" || len(r.WindowSet()) != 0 || r.LockWait() != DefaultFleetLockWait {
+		t.Fatalf("defaults: %+v wait %v", r, r.LockWait())
+	}
+	c, err = ParseConfig("u.toml", []byte(base+"[reboot]\nfleet_lock_url = \"http://lock.example:8787\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Reboot.Strategy != StrategyFleetLock || c.Reboot.Group != "default" || c.Reboot.LockWait() != 3*time.Minute {
+		t.Fatalf("fleet_lock_url alone: %+v", c.Reboot)
+	}
+	c, err = ParseConfig("u.toml", []byte(base+`[reboot]
+strategy = "periodic"
+group = "workers.eu-1"
+fleet_lock_wait = 0
+windows = [
+  { days = ["Sat", "sunday"], start = "23:30", length = "3h", time_zone = "Europe/Berlin" },
+  { days = ["Wed"], start = "02:00", length = "90m" },
+]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Warnings) != 0 || c.Reboot.Group != "workers.eu-1" || c.Reboot.FleetLockWait == nil || c.Reboot.LockWait() != 0 || len(c.Reboot.WindowSet()) != 2 {
+		t.Fatalf("periodic: %+v %v", c.Reboot, c.Warnings)
+	}
+	c, err = ParseConfig("u.toml", []byte(base+"[reboot]\nstrategy = \"fleet_lock\"\nfleet_lock_url = \"https://lock.example/fleet/\"\nfleet_lock_wait = \"10 minutes\"\n"))
+	if err != nil || c.Reboot.LockWait() != 10*time.Minute {
+		t.Fatalf("fleet_lock_wait: %v %+v", err, c)
+	}
+}
+
 func TestHostileConfigSpecialFiles(t *testing.T) {
 	t.Parallel()
 	for _, p := range []string{"/dev/zero", t.TempDir()} {

@@ -101,9 +101,20 @@ func (s *session) permit(ctx context.Context, explicit bool) error {
 		if err != nil {
 			return err
 		}
+		// Every "not now" (and every failure to reach the server) is
+		// asked again with backoff for fleet_lock_wait; only then does
+		// the switch wait for the next run. 0 asks once.
+		if wait := rc.LockWait(); wait > 0 {
+			c.MaxWait = wait
+		} else {
+			c.Attempts = 1
+		}
 		err = c.PreReboot(ctx)
 		var re *fleetlock.RefusedError
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// SIGINT or SIGTERM while asking: stopped, not refused.
+			return fmt.Errorf("asking the fleet lock for a slot: %w", err)
 		case err == nil:
 			rel := Release{}
 			if p := s.st.Pending; p != nil {
@@ -114,17 +125,25 @@ func (s *session) permit(ctx context.Context, explicit bool) error {
 			return u.store.save(s.st)
 		case errors.As(err, &re):
 			we := &WaitingError{Reason: WaitLock, Holders: re.Holders, Slots: re.Slots,
-				Detail: fmt.Sprintf("the fleet lock refused a slot: %v", err)}
+				Detail: fmt.Sprintf("the fleet lock refused a slot%s: %v", askedFor(c), err)}
 			return s.waiting(we)
 		case errors.Is(err, fleetlock.ErrUnavailable):
 			return s.waiting(&WaitingError{Reason: WaitLock, Holders: -1, Slots: -1,
-				Detail: fmt.Sprintf("the fleet lock server did not answer: %v", err)})
+				Detail: fmt.Sprintf("the fleet lock server did not answer%s: %v", askedFor(c), err)})
 		default:
 			return err
 		}
 	}
 	s.st.Waiting = nil
 	return nil
+}
+
+// askedFor says for how long a refused pre-reboot was asked.
+func askedFor(c *fleetlock.Client) string {
+	if c.MaxWait <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (asked for %v)", c.MaxWait)
 }
 
 // waiting records why the switch waits, for status.

@@ -16,13 +16,20 @@ import (
 	"github.com/updog/updog/repo"
 )
 
-// fakeLock is a FleetLock server with a number of slots, in airlock's
-// dialect (500 failed_lock when full).
+// fakeLock is a FleetLock server with a number of slots, in one of the
+// dialects seen in the field: airlock's (the default: 500 failed_lock
+// when full), poseidon/fleetlock's (423 locked) or updog-lockd's (423
+// with the slot count and holders).
 type fakeLock struct {
 	mu      sync.Mutex
 	slots   int
 	holders map[string]bool
 	calls   []string
+	dialect string
+	// refused, when set, runs after each refusal with the number of
+	// refusals so far (under mu: it may change holders).
+	refused  func(n int)
+	nRefused int
 }
 
 func (l *fakeLock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -41,8 +48,23 @@ func (l *fakeLock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/pre-reboot":
 		if !l.holders[id] && len(l.holders) >= l.slots {
-			w.WriteHeader(http.StatusInternalServerError)
-			json.NewEncoder(w).Encode(map[string]string{"kind": "failed_lock", "value": "semaphore full"})
+			w.Header().Set("Content-Type", "application/json")
+			switch l.dialect {
+			case "poseidon":
+				w.WriteHeader(http.StatusLocked)
+				json.NewEncoder(w).Encode(map[string]string{"kind": "locked", "value": "reboot lease held by another node"})
+			case "updog-lockd":
+				w.WriteHeader(http.StatusLocked)
+				json.NewEncoder(w).Encode(map[string]any{"kind": "failed_lock_semaphore_full",
+					"value": "all slots are held", "slots": l.slots, "holders": len(l.holders)})
+			default:
+				w.WriteHeader(http.StatusInternalServerError)
+				json.NewEncoder(w).Encode(map[string]string{"kind": "failed_lock", "value": "semaphore full"})
+			}
+			l.nRefused++
+			if l.refused != nil {
+				l.refused(l.nRefused)
+			}
 			return
 		}
 		l.holders[id] = true
@@ -51,6 +73,19 @@ func (l *fakeLock) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.WriteHeader(http.StatusNotFound)
 	}
+}
+
+// count returns how many requests were sent to path.
+func (l *fakeLock) count(path string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, c := range l.calls {
+		if c == path {
+			n++
+		}
+	}
+	return n
 }
 
 func (l *fakeLock) held() int {
@@ -66,7 +101,9 @@ func fleetFixture(t *testing.T, slots int) (*fixture, *fakeLock) {
 	l := &fakeLock{slots: slots, holders: map[string]bool{}}
 	srv := httptest.NewServer(l)
 	t.Cleanup(srv.Close)
-	f.cfg.Reboot = RebootConfig{Strategy: StrategyFleetLock, FleetLockURL: srv.URL}
+	// Refusals are asked again (1ms apart, see lockUpdater) for 30ms, not
+	// the default minutes.
+	f.cfg.Reboot = RebootConfig{Strategy: StrategyFleetLock, FleetLockURL: srv.URL, FleetLockWait: &Duration{30 * time.Millisecond}}
 	if err := f.cfg.Reboot.fill(); err != nil {
 		t.Fatal(err)
 	}
@@ -75,8 +112,24 @@ func fleetFixture(t *testing.T, slots int) (*fixture, *fakeLock) {
 
 func (f *fixture) lockUpdater() *Updater {
 	f.t.Helper()
-	u, err := New(Options{Config: f.cfg, Disk: f.disk, Active: f.active.String(), Now: func() time.Time { return f.now },
-		LockBackoff: func(int) time.Duration { return time.Millisecond }})
+	return f.lockUpdaterWith(nil)
+}
+
+// updaterWith is lockUpdater with options changed by opt (nil: none). The
+// reboot never runs the system's: a test that asks for one sets
+// Options.Reboot.
+func (f *fixture) lockUpdaterWith(opt func(o *Options)) *Updater {
+	f.t.Helper()
+	o := Options{Config: f.cfg, Disk: f.disk, Active: f.active.String(), Now: func() time.Time { return f.now },
+		LockBackoff: func(int) time.Duration { return time.Millisecond },
+		Reboot: func(context.Context) error {
+			f.t.Error("the system's reboot was asked for")
+			return errors.New("no reboot in tests")
+		}}
+	if opt != nil {
+		opt(&o)
+	}
+	u, err := New(o)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -99,6 +152,11 @@ func TestFleetLockCycle(t *testing.T) {
 	var we *WaitingError
 	if !errors.As(err, &we) || we.Reason != WaitLock {
 		t.Fatalf("update with the slot taken: %v", err)
+	}
+	// The refusal was asked again within the run (fleet_lock_wait), not
+	// taken as the answer of one request.
+	if n := l.count("/v1/pre-reboot"); n < 2 {
+		t.Fatalf("%d pre-reboot requests in a run refused for fleet_lock_wait, want retries", n)
 	}
 	tb, lay := f.table()
 	if a := gptprio.Attrs(tb, lay, gptprio.SetB); a.WillBoot() {
@@ -237,11 +295,75 @@ func TestStrategyOff(t *testing.T) {
 	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); !errors.Is(err, ErrWaiting) {
 		t.Fatalf("update with strategy off: %v", err)
 	}
+	// The strategy holds a staged update: status says staged (not
+	// waiting for a window or a lock), and kured's sentinel says reboot.
+	st, err := u.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "staged" || st.Pending == nil || st.Pending.Stage != StageWritten || st.Reboot.Waiting == nil || st.Reboot.Waiting.Reason != WaitOff {
+		t.Fatalf("status with the update staged under strategy off: %q %+v %+v", st.State, st.Pending, st.Reboot.Waiting)
+	}
+	if need, why, _ := u.RebootNeeded(ctx); !need {
+		t.Fatalf("reboot-needed with the update staged: %s", why)
+	}
 	if err := u.Apply(ctx, false); err != nil {
 		t.Fatalf("update-apply: %v", err)
 	}
 	if need, _, _ := u.RebootNeeded(ctx); !need {
 		t.Fatal("reboot-needed after the switch")
+	}
+	if st, _ := u.Status(ctx); st.State != "switched" {
+		t.Fatalf("state after update-apply: %q, want switched", st.State)
+	}
+}
+
+// TestStrategyOffKuredReboot: kured's reboot command, `updog update-apply
+// --reboot`, switches to the staged set and reboots; status says
+// rebooting until the host is down.
+func TestStrategyOffKuredReboot(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.addRelease("1.1.0", nil)
+	f.publish(repo.Options{})
+	f.cfg.Reboot = RebootConfig{Strategy: StrategyOff}
+	if err := f.cfg.Reboot.fill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	reboots := 0
+	u := f.lockUpdaterWith(func(o *Options) {
+		o.Reboot = func(context.Context) error { reboots++; return nil }
+	})
+	if _, err := u.Update(ctx, UpdateOptions{Apply: true, Reboot: true}); !errors.Is(err, ErrWaiting) || reboots != 0 {
+		t.Fatalf("update --reboot with strategy off: %v, %d reboots", err, reboots)
+	}
+	if err := u.Apply(ctx, true); err != nil || reboots != 1 {
+		t.Fatalf("update-apply --reboot: %v, %d reboots", err, reboots)
+	}
+	st, err := u.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "rebooting" || st.Reboot.Rebooting == nil || st.Pending == nil || st.Pending.Stage != StageApplied {
+		t.Fatalf("status after update-apply --reboot: %q rebooting %v pending %+v", st.State, st.Reboot.Rebooting, st.Pending)
+	}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var j struct {
+		State  string `json:"state"`
+		Reboot struct {
+			Rebooting *time.Time `json:"rebooting"`
+		} `json:"reboot"`
+	}
+	if err := json.Unmarshal(b, &j); err != nil || j.State != "rebooting" || j.Reboot.Rebooting == nil {
+		t.Fatalf("status --json: %v %s", err, b)
+	}
+	tb, _ := f.table()
+	if n, _ := gptprio.Next(tb); n != gptprio.SetB {
+		t.Fatalf("next boot %v, want set B", n)
 	}
 }
 
@@ -287,5 +409,152 @@ func TestKilledAfterTheSwitch(t *testing.T) {
 	tb, lay := f.table()
 	if a := gptprio.Attrs(tb, lay, gptprio.SetB); a.Priority() != 2 || a.Tries() != 1 {
 		t.Fatalf("set B was touched: %v", a)
+	}
+}
+
+// TestFleetLockDialects: each server's "not now" (airlock's 500
+// failed_lock, poseidon's 423 locked, updog-lockd's 423 with counts) is
+// asked again within the run; the switch waits, and status --json says
+// why in reboot.waiting, with the holders and slots when the server said.
+func TestFleetLockDialects(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		dialect, detail string
+		holders, slots  int
+	}{
+		{"airlock", "HTTP 500 failed_lock", -1, -1},
+		{"poseidon", "HTTP 423 locked", -1, -1},
+		{"updog-lockd", "(1 of 1 slots held)", 1, 1},
+	} {
+		t.Run(tc.dialect, func(t *testing.T) {
+			t.Parallel()
+			f, l := fleetFixture(t, 1)
+			l.dialect = tc.dialect
+			l.holders["someone-else"] = true
+			ctx := context.Background()
+			u := f.lockUpdater()
+			_, err := u.Update(ctx, UpdateOptions{Apply: true})
+			var we *WaitingError
+			if !errors.As(err, &we) || we.Reason != WaitLock || !strings.Contains(we.Detail, tc.detail) {
+				t.Fatalf("update with the slot taken: %v (want a wait naming %q)", err, tc.detail)
+			}
+			if n := l.count("/v1/pre-reboot"); n < 2 {
+				t.Errorf("%d pre-reboot requests, want the refusal asked again", n)
+			}
+			st, err := u.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := json.Marshal(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var j struct {
+				State  string `json:"state"`
+				Reboot struct {
+					Waiting *struct {
+						Reason  string `json:"reason"`
+						Detail  string `json:"detail"`
+						Holders *int   `json:"holders"`
+						Slots   *int   `json:"slots"`
+					} `json:"waiting"`
+				} `json:"reboot"`
+			}
+			if err := json.Unmarshal(b, &j); err != nil {
+				t.Fatal(err)
+			}
+			w := j.Reboot.Waiting
+			if j.State != "waiting_lock" || w == nil || w.Reason != "lock" || w.Holders == nil || w.Slots == nil ||
+				*w.Holders != tc.holders || *w.Slots != tc.slots {
+				t.Fatalf("status --json: want state waiting_lock and reboot.waiting with holders %d slots %d:\n%s", tc.holders, tc.slots, b)
+			}
+			tb, lay := f.table()
+			if gptprio.Attrs(tb, lay, gptprio.SetB).WillBoot() {
+				t.Fatal("switched without the lock")
+			}
+		})
+	}
+}
+
+// TestFleetLockGrantedWithinWait: a slot that frees up while the run asks
+// again is taken in the same run: poseidon refuses three times, then
+// grants, and the update switches without waiting for the next run.
+func TestFleetLockGrantedWithinWait(t *testing.T) {
+	t.Parallel()
+	f, l := fleetFixture(t, 1)
+	f.cfg.Reboot.FleetLockWait = &Duration{time.Minute}
+	l.dialect = "poseidon"
+	l.holders["someone-else"] = true
+	l.refused = func(n int) {
+		if n == 3 {
+			delete(l.holders, "someone-else")
+		}
+	}
+	ctx := context.Background()
+	u := f.lockUpdater()
+	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if n := l.count("/v1/pre-reboot"); n != 4 {
+		t.Errorf("%d pre-reboot requests, want 3 refused and 1 granted", n)
+	}
+	if st, _ := u.Status(ctx); st.State != "switched" || st.Reboot.Lock == nil || !st.Reboot.Lock.Held {
+		t.Fatalf("after the grant: %q %+v", st.State, st.Reboot.Lock)
+	}
+}
+
+// TestFleetLockWaitZeroAsksOnce: fleet_lock_wait = 0 sends one request.
+func TestFleetLockWaitZeroAsksOnce(t *testing.T) {
+	t.Parallel()
+	f, l := fleetFixture(t, 1)
+	f.cfg.Reboot.FleetLockWait = &Duration{0}
+	l.holders["someone-else"] = true
+	u := f.lockUpdater()
+	if _, err := u.Update(context.Background(), UpdateOptions{Apply: true}); !errors.Is(err, ErrWaiting) {
+		t.Fatalf("update: %v", err)
+	}
+	if n := l.count("/v1/pre-reboot"); n != 1 {
+		t.Errorf("%d pre-reboot requests, want 1", n)
+	}
+}
+
+// TestFleetLockWaitStopsOnSignal: SIGINT or SIGTERM (the command's
+// context) stops a run that asks for a slot at once, however much of
+// fleet_lock_wait is left; it is not reported as a refusal (exit 6), the
+// disk is not switched, and the next run goes on from the staged update.
+func TestFleetLockWaitStopsOnSignal(t *testing.T) {
+	t.Parallel()
+	f, l := fleetFixture(t, 1)
+	f.cfg.Reboot.FleetLockWait = &Duration{time.Hour}
+	l.holders["someone-else"] = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l.refused = func(n int) {
+		if n == 3 {
+			time.AfterFunc(20*time.Millisecond, cancel)
+		}
+	}
+	u := f.lockUpdaterWith(func(o *Options) {
+		o.LockBackoff = func(n int) time.Duration {
+			if n < 3 {
+				return time.Millisecond
+			}
+			return time.Hour
+		}
+	})
+	start := time.Now()
+	_, err := u.Update(ctx, UpdateOptions{Apply: true})
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrWaiting) {
+		t.Fatalf("update stopped while asking: %v, want context.Canceled and not a wait", err)
+	}
+	if d := time.Since(start); d > time.Minute {
+		t.Fatalf("the update took %v", d)
+	}
+	tb, lay := f.table()
+	if gptprio.Attrs(tb, lay, gptprio.SetB).WillBoot() {
+		t.Fatal("switched without the lock")
+	}
+	if need, why, _ := u.RebootNeeded(context.Background()); !need {
+		t.Fatalf("the staged update is lost: %s", why)
 	}
 }

@@ -38,8 +38,8 @@ const (
 	MaxID = 256
 	// MaxGroup is the longest group name.
 	MaxGroup = 253
-	// DefaultAttempts is how many times one call tries before giving up
-	// on transport errors (and, for SteadyState, 5xx answers).
+	// DefaultAttempts is how many times one call tries before giving up,
+	// unless MaxWait bounds it instead.
 	DefaultAttempts = 5
 	// DefaultRequestTimeout bounds one request, body included.
 	DefaultRequestTimeout = 30 * time.Second
@@ -108,8 +108,16 @@ type Client struct {
 	// http.DefaultTransport. Its redirect policy is replaced: redirects
 	// are never followed.
 	HTTP *http.Client
-	// Attempts bounds the tries of one call (DefaultAttempts if <= 0).
+	// Attempts bounds the tries of one call. <= 0 means DefaultAttempts,
+	// or no bound on the number of tries when MaxWait is set.
 	Attempts int
+	// MaxWait, when > 0, bounds one call in time: tries go on (every
+	// non-200 answer and every transport failure is retried) until
+	// MaxWait has passed since the call began; the wait before the last
+	// try is cut short to end at the bound. Then the last answer is
+	// returned. The per-request timeout comes on top of the bound for
+	// the try running at that moment.
+	MaxWait time.Duration
 	// Backoff returns the wait before try n+1 after n failed tries
 	// (n >= 1); nil means DefaultBackoff.
 	Backoff func(n int) time.Duration
@@ -118,6 +126,10 @@ type Client struct {
 	RequestTimeout time.Duration
 	// Logger receives one debug line per failed try; nil discards.
 	Logger *slog.Logger
+
+	// now and sleep are the clock (tests); nil means the real one.
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
 }
 
 // DefaultBackoff waits 1s, 2s, 4s ... up to 30s, each with up to 25%
@@ -129,20 +141,22 @@ func DefaultBackoff(n int) time.Duration {
 }
 
 // PreReboot asks for a reboot slot. nil means the slot is held (a host
-// that already holds one is granted again); a *RefusedError (matching
-// ErrRefused) means not now, returned at once so that the caller decides
-// when to ask again; an error matching ErrUnavailable means the server
-// could not be reached after the bounded retries.
+// that already holds one is granted again). Every other answer is "not
+// now" and is asked again with backoff, within Attempts or MaxWait; after
+// the last try a *RefusedError (matching ErrRefused) is the server's last
+// answer, and an error matching ErrUnavailable means the last try got no
+// answer at all. A cancelled ctx ends the call at once, with an error
+// that matches ctx's error.
 func (c *Client) PreReboot(ctx context.Context) error {
-	return c.do(ctx, "pre-reboot", PathPreReboot, false)
+	return c.do(ctx, "pre-reboot", PathPreReboot)
 }
 
 // SteadyState gives back this host's slot. It is idempotent: a host that
-// holds none gets 200 too. 5xx and 429 answers are retried like transport
-// errors; after the last try the error is the last *RefusedError or an
-// ErrUnavailable one.
+// holds none gets 200 too. Every non-200 answer and every transport
+// failure is retried as for PreReboot; after the last try the error is the
+// last *RefusedError or an ErrUnavailable one.
 func (c *Client) SteadyState(ctx context.Context) error {
-	return c.do(ctx, "steady-state", PathSteadyState, true)
+	return c.do(ctx, "steady-state", PathSteadyState)
 }
 
 // Validate checks the client's configuration without sending anything.
@@ -243,49 +257,82 @@ func (c *Client) httpClient() *http.Client {
 	return &hc
 }
 
-func (c *Client) do(ctx context.Context, op, path string, retryServerErrors bool) error {
+func (c *Client) clock() (func() time.Time, func(context.Context, time.Duration) error) {
+	now, sleep := c.now, c.sleep
+	if now == nil {
+		now = time.Now
+	}
+	if sleep == nil {
+		sleep = func(ctx context.Context, d time.Duration) error {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+				return nil
+			}
+		}
+	}
+	return now, sleep
+}
+
+func (c *Client) do(ctx context.Context, op, path string) error {
 	endpoint, body, err := c.prepare(path)
 	if err != nil {
 		return err
 	}
 	attempts := c.Attempts
-	if attempts <= 0 {
+	if attempts <= 0 && c.MaxWait <= 0 {
 		attempts = DefaultAttempts
 	}
 	backoff := c.Backoff
 	if backoff == nil {
 		backoff = DefaultBackoff
 	}
+	now, sleep := c.clock()
+	var deadline time.Time
+	if c.MaxWait > 0 {
+		deadline = now().Add(c.MaxWait)
+	}
 	hc := c.httpClient()
 	var last error
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
+			if last != nil {
+				return fmt.Errorf("fleetlock: %s: %w (after: %w)", op, err, last)
+			}
 			return fmt.Errorf("fleetlock: %s: %w", op, err)
 		}
 		refused, err := c.once(ctx, hc, op, endpoint, body)
 		switch {
 		case err == nil && refused == nil:
 			return nil
-		case err == nil && (!retryServerErrors || !(refused.Status >= 500 || refused.Status == http.StatusTooManyRequests)):
-			return refused
 		case err == nil:
 			last = refused
 		default:
 			if ctx.Err() != nil {
+				if last != nil {
+					return fmt.Errorf("fleetlock: %s: %w (after: %w)", op, ctx.Err(), last)
+				}
 				return fmt.Errorf("fleetlock: %s: %w", op, ctx.Err())
 			}
 			last = fmt.Errorf("%w: %s %s: %w", ErrUnavailable, op, endpoint, err)
 		}
-		c.logger().Debug("fleetlock try failed", "op", op, "try", n, "of", attempts, "err", last)
-		if n >= attempts {
+		c.logger().Debug("fleetlock try failed", "op", op, "try", n, "err", last)
+		if attempts > 0 && n >= attempts {
 			return last
 		}
-		t := time.NewTimer(backoff(n))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("fleetlock: %s: %w (after: %w)", op, ctx.Err(), last)
-		case <-t.C:
+		d := backoff(n)
+		if !deadline.IsZero() {
+			left := deadline.Sub(now())
+			if left <= 0 {
+				return last
+			}
+			d = min(d, left)
+		}
+		if err := sleep(ctx, d); err != nil {
+			return fmt.Errorf("fleetlock: %s: %w (after: %w)", op, err, last)
 		}
 	}
 }

@@ -116,8 +116,11 @@ func TestDefaultGroup(t *testing.T) {
 	}
 }
 
-// TestPreRebootRefusalIsAnAnswer: every non-200 is "not now", returned
-// after one request, with the server's dialect preserved.
+// TestPreRebootRefusalIsAnAnswer: every non-200 is "not now", with the
+// server's dialect preserved. Issue 15 asks that any non-200 be retried
+// with backoff, so a refusal is no longer returned after one request (as
+// this test once asserted): it is asked again until the client's bound
+// (Attempts here), and the last answer is the error.
 func TestPreRebootRefusalIsAnAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -156,8 +159,8 @@ func TestPreRebootRefusalIsAnAnswer(t *testing.T) {
 			if *re != tc.want {
 				t.Errorf("got %+v\nwant %+v", *re, tc.want)
 			}
-			if n := len(f.requests()); n != 1 {
-				t.Errorf("%d requests, want 1: a refusal is an answer, not retried", n)
+			if n, want := len(f.requests()), f.client().Attempts; n != want {
+				t.Errorf("%d requests, want %d: a refusal is asked again until the bound", n, want)
 			}
 			if tc.hasText != "" && !strings.Contains(err.Error(), tc.hasText) {
 				t.Errorf("message %q lacks %q", err, tc.hasText)
@@ -201,14 +204,139 @@ func TestSteadyStateGivesUp(t *testing.T) {
 	}
 }
 
-func TestSteadyStateClientErrorNotRetried(t *testing.T) {
+// TestSteadyStateClientErrorRetried: a 4xx is retried like any other
+// non-200 (it used to be returned after one request; issue 15 asks that
+// any non-200 be retried), and after the last try it is the error.
+func TestSteadyStateClientErrorRetried(t *testing.T) {
 	f := newFake(t, jsonAnswer(400, `{"kind":"bad_request","value":"no"}`))
-	err := f.client().SteadyState(context.Background())
-	if !errors.Is(err, ErrRefused) {
-		t.Fatalf("err = %v", err)
+	c := f.client()
+	err := c.SteadyState(context.Background())
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Status != 400 || re.Kind != "bad_request" {
+		t.Fatalf("err = %v, want the 400 refusal", err)
 	}
-	if n := len(f.requests()); n != 1 {
-		t.Errorf("%d requests, want 1", n)
+	if n := len(f.requests()); n != c.Attempts {
+		t.Errorf("%d requests, want %d", n, c.Attempts)
+	}
+}
+
+// TestPreRebootRetriedUntilGranted: both dialects' "not now" (airlock's
+// 500 failed_lock, poseidon's 423 locked) and a 4xx are asked again, and
+// the grant that follows is the answer.
+func TestPreRebootRetriedUntilGranted(t *testing.T) {
+	refusals := []func(int, http.ResponseWriter, *http.Request){
+		jsonAnswer(500, `{"kind":"failed_lock","value":"semaphore is full"}`),
+		jsonAnswer(http.StatusLocked, `{"kind":"locked","value":"reboot lease held by node-3"}`),
+		jsonAnswer(http.StatusConflict, "busy"),
+	}
+	f := newFake(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		if n <= len(refusals) {
+			refusals[n-1](n, w, r)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	c := f.client()
+	c.Attempts = 0
+	c.MaxWait = time.Minute
+	if err := c.PreReboot(context.Background()); err != nil {
+		t.Fatalf("PreReboot: %v", err)
+	}
+	if n := len(f.requests()); n != len(refusals)+1 {
+		t.Errorf("%d requests, want %d", n, len(refusals)+1)
+	}
+}
+
+// fakeClock is a clock whose sleeps pass at once and are recorded.
+type fakeClock struct {
+	mu     sync.Mutex
+	t      time.Time
+	sleeps []time.Duration
+}
+
+func (c *fakeClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sleeps = append(c.sleeps, d)
+	c.t = c.t.Add(d)
+	return nil
+}
+
+// TestPreRebootMaxWait: a server that always refuses is asked again with
+// exponential backoff for MaxWait (on a fake clock: five minutes pass in
+// no time), the last wait cut short to end at the bound, and then the last
+// refusal is the error.
+func TestPreRebootMaxWait(t *testing.T) {
+	f := newFake(t, jsonAnswer(http.StatusLocked, `{"kind":"locked","value":"held"}`))
+	clk := &fakeClock{t: time.Date(2026, 3, 1, 2, 0, 0, 0, time.UTC)}
+	c := f.client()
+	c.Attempts, c.MaxWait = 0, 5*time.Minute
+	c.now, c.sleep = clk.now, clk.sleep
+	// DefaultBackoff without its jitter: 1s, 2s, 4s ... 30s.
+	c.Backoff = func(n int) time.Duration { return min(time.Second<<min(n-1, 5), 30*time.Second) }
+	err := c.PreReboot(context.Background())
+	var re *RefusedError
+	if !errors.As(err, &re) || re.Status != http.StatusLocked || re.Kind != "locked" {
+		t.Fatalf("err = %v, want the last 423 refusal", err)
+	}
+	var total time.Duration
+	for i, d := range clk.sleeps {
+		if d > c.Backoff(i+1) || d <= 0 {
+			t.Errorf("wait %d is %v, want (0, %v]", i+1, d, c.Backoff(i+1))
+		}
+		if i > 0 && i < len(clk.sleeps)-1 && d < clk.sleeps[i-1] {
+			t.Errorf("wait %d (%v) is shorter than the one before (%v): not exponential", i+1, d, clk.sleeps[i-1])
+		}
+		total += d
+	}
+	if total != c.MaxWait {
+		t.Errorf("waited %v in all (%v), want exactly MaxWait %v", total, clk.sleeps, c.MaxWait)
+	}
+	if n := len(f.requests()); n != len(clk.sleeps)+1 || n < 10 {
+		t.Errorf("%d requests after %d waits, want one more than the waits (and many)", n, len(clk.sleeps))
+	}
+}
+
+// TestPreRebootMaxWaitStopsOnCancel: a cancelled context (SIGINT or
+// SIGTERM in updog) ends the wait at once, whatever is left of MaxWait,
+// with an error that says so and keeps the last answer.
+func TestPreRebootMaxWaitStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f := newFake(t, func(n int, w http.ResponseWriter, r *http.Request) {
+		jsonAnswer(500, `{"kind":"failed_lock","value":"semaphore is full"}`)(n, w, r)
+		if n == 2 {
+			// The signal comes while the client waits an hour.
+			time.AfterFunc(100*time.Millisecond, cancel)
+		}
+	})
+	c := f.client()
+	c.Attempts, c.MaxWait = 0, time.Hour
+	c.Backoff = func(n int) time.Duration {
+		if n == 1 {
+			return time.Millisecond
+		}
+		return time.Hour
+	}
+	start := time.Now()
+	err := c.PreReboot(ctx)
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("err = %v, want context.Canceled after the refusal", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the call took %v after its context was cancelled", d)
+	}
+	if n := len(f.requests()); n != 2 {
+		t.Errorf("%d requests, want 2", n)
 	}
 }
 
@@ -351,8 +479,18 @@ func TestHostileRedirectNotFollowed(t *testing.T) {
 	if !errors.As(err, &re) || re.Status != http.StatusTemporaryRedirect {
 		t.Fatalf("err = %v, want a 307 refusal", err)
 	}
-	if hitTarget.Load() || len(f.requests()) != 1 {
-		t.Errorf("redirect followed: %d requests", len(f.requests()))
+	if hitTarget.Load() {
+		t.Errorf("redirect followed")
+	}
+	// A redirect is a non-200 like any other: asked again (at the same
+	// URL) until the bound.
+	for _, r := range f.requests() {
+		if strings.HasPrefix(r.Path, "/elsewhere") {
+			t.Errorf("request to the redirect's target: %s", r.Path)
+		}
+	}
+	if n := len(f.requests()); n != c.Attempts {
+		t.Errorf("%d requests, want %d", n, c.Attempts)
 	}
 	if c.HTTP.CheckRedirect != nil {
 		t.Errorf("the caller's http.Client was changed")

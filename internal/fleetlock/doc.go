@@ -20,16 +20,19 @@
 //
 // # What the client does and never does
 //
-// [Client.PreReboot] asks once: a refusal is an answer and is returned at
-// once, and the caller decides when to ask again. Transport failures
-// (connection refused or dropped, a stalled server past the per-request
-// timeout) are retried a bounded number of times with backoff, since both
-// operations are idempotent on the server. [Client.SteadyState] also
-// retries 5xx and 429 answers, because a host must not keep a slot because
-// of a transient server failure. Redirects are never followed (the
-// protocol's header exists so that a redirected request is not taken for a
-// deliberate one), response bodies are read up to [MaxResponseBody], and
-// every wait honours the context.
+// Any answer but 200 is "not now", and every one is asked again:
+// [Client.PreReboot] and [Client.SteadyState] retry every non-200 answer
+// and every transport failure (connection refused or dropped, a stalled
+// server past the per-request timeout) with exponential backoff, since
+// both operations are idempotent on the server, within a bound: a number
+// of tries, or a total time ([Client.MaxWait]) after which the last answer
+// is returned, so that the caller reports why it waits. A host must not
+// keep a slot because of a transient server failure, nor give up on a
+// slot because one answer said "not now". Redirects are never followed
+// (the protocol's header exists so that a redirected request is not taken
+// for a deliberate one), response bodies are read up to
+// [MaxResponseBody], and every wait honours the context: a cancelled
+// context ends a call at once.
 //
 // The ID a host sends is [MachineAppID] of /etc/machine-id with updog's
 // application ID (see [DefaultID]): stable across reboots and reinstalls

@@ -322,6 +322,11 @@ type StatusJSON struct {
 			ID     string `json:"id"`
 			Reason string `json:"reason"`
 		} `json:"fleet_lock"`
+		Waiting *struct {
+			Reason  string `json:"reason"`
+			Holders int    `json:"holders"`
+			Slots   int    `json:"slots"`
+		} `json:"waiting"`
 	} `json:"reboot"`
 }
 

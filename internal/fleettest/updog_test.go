@@ -262,6 +262,10 @@ health_timeout = "30s"
 strategy = "fleet_lock"
 fleet_lock_url = %q
 group = "default"
+# Each run asks again for a second, not the default minutes: the host's
+# agent (Cycle) runs updog again after exit 6, so that kills land on
+# fresh processes.
+fleet_lock_wait = "1s"
 `, w.srv.URL, w.srv.URL, i*97, w.root, h.StateDir, h.OSRelease, health, h.MachineID, w.lockd.URL),
 	}
 	for path, content := range files {
@@ -463,7 +467,9 @@ func TestHostileFleetUpdogRollout(t *testing.T) {
 // that fails. Three hosts go through first; then the two bad ones take the
 // slots, their mark-good fails, the next reboot falls back to 1.0.0, and
 // updog records the release as failed and keeps their slots (through
-// SIGKILLs of their updog processes), so the rollout stops at 2 failures:
+// SIGKILLs of their updog processes, kills of updog-lockd and a SIGSTOP
+// of etcd, as in TestHostileFleetUpdogRollout; never more than 2 holders
+// sampled), so the rollout stops at 2 failures:
 // the 15 hosts still on 1.0.0 are refused (exit 6, "2 of 2 slots held",
 // status waiting_lock) for as long as we watch. After an operator's
 // `updog fleet-lock release` on the two, the rest finish.
@@ -495,13 +501,29 @@ func TestHostileFleetUpdogBadRelease(t *testing.T) {
 		}
 		return true
 	})
+	// The chaos of TestHostileFleetUpdogRollout while the rollout runs
+	// into the bad release: updog processes SIGKILLed, updog-lockd killed
+	// and restarted, etcd paused with SIGSTOP. None of it may let a third
+	// host in or give a failed host's slot away.
 	var log chaosLog
-	f.Chaos = w.chaosWith(t, &log, chaosPlan{hostKills: 15, hostEvery: span{200 * time.Millisecond, 600 * time.Millisecond}, victims: busy(hs)})
+	f.Chaos = w.chaosWith(t, &log, chaosPlan{
+		hostKills: 15, hostEvery: span{200 * time.Millisecond, 600 * time.Millisecond},
+		lockdKills: 3, lockdEvery: span{time.Second, 3 * time.Second}, lockdDown: span{100 * time.Millisecond, 1500 * time.Millisecond},
+		etcdPauses: 1, etcdEvery: span{time.Second, 3 * time.Second}, etcdFor: span{2 * time.Second, 4 * time.Second},
+		victims: busy(hs),
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
 	res := f.Run(ctx, func(done, failed int) bool { return failed == 2 })
 	f.Chaos = nil
+	t.Logf("until 2 failures: %d done, %d failed in %v; %d host kills, %d updog-lockd kills, %d etcd pauses; %d samples (max %d holders), %d failed samples",
+		len(res.Done), len(res.Failed), res.Elapsed.Round(time.Millisecond), log.hostKills, log.lockdKills, log.etcdPauses,
+		res.Samples, res.MaxHolders, res.SampleErrors)
+	if log.lockdKills == 0 || log.etcdPauses == 0 {
+		t.Errorf("the rollout stopped before the chaos ran (%d updog-lockd kills, %d etcd pauses): this run shows less than it should",
+			log.lockdKills, log.etcdPauses)
+	}
 	checkSafety(t, w.world, res)
 	want := names([]string{hs[bad[0]].ID(), hs[bad[1]].ID()})
 	if got := names(res.Failed); !slices.Equal(got, want) {
@@ -555,8 +577,8 @@ func TestHostileFleetUpdogBadRelease(t *testing.T) {
 		}
 		if st, r, err := h.Status(); err != nil {
 			t.Error(err)
-		} else if st.State != "waiting_lock" {
-			t.Errorf("%s waits for a slot, but its status says %q:\n%s", h.Name, st.State, r)
+		} else if w := st.Reboot.Waiting; st.State != "waiting_lock" || w == nil || w.Reason != "lock" || w.Holders != 2 || w.Slots != 2 {
+			t.Errorf("%s waits for a slot: want state waiting_lock and reboot.waiting with 2 holders of 2 slots:\n%s", h.Name, r)
 		}
 	}
 	t.Logf("while stopped: %d refusals in %d waiting hosts", refusals()-before, len(waiting))

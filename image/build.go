@@ -47,8 +47,13 @@ type BuildOptions struct {
 	// and its files: <name>-<variant>-<arch>-<version>...
 	Name, Variant, Arch, Version string
 	// DiskSize is the disk image's size (default 2 GiB); the partition
-	// plan is BottlerocketPlan(DiskSize) even when NoDisk is set.
-	DiskSize   int64
+	// plan is BottlerocketPlanFor(DiskSize, Plan) even when NoDisk is set.
+	DiskSize int64
+	// Plan is the partition plan (default PlanUnified: DATA at the end of
+	// the disk; PlanSplit: Bottlerocket's OS disk, whose DATA is on
+	// another disk). Build every release of a variant with the same plan
+	// and DiskSize: the root image fills ROOT.
+	Plan       PartitionPlan
 	SectorSize int // 512 (default) or 4096
 	// NoDisk builds only the update artifacts and release.json.
 	NoDisk bool
@@ -70,6 +75,20 @@ type BuildOptions struct {
 	SourceDateEpoch int64
 	// Out is the output directory: it must not exist, or be empty.
 	Out string
+	// UEFI makes the disk image boot on UEFI firmware by itself: the EFI
+	// system partition gets GRUB at /EFI/BOOT/BOOTX64.EFI (GrubEFI, or
+	// one made with grub-mkimage), its grub.cfg beside it, and stage one,
+	// the boot selector's kernel and initramfs (StageOneKernel and
+	// StageOneInitrd, default Kernel and Initrd), in /EFI/updog, which
+	// grub.cfg starts from the ESP itself with Cmdline. See uefi.go.
+	UEFI                           bool
+	StageOneKernel, StageOneInitrd string
+	GrubEFI                        string
+	// ESPSize is the EFI system partition's size in whole MiB (default
+	// DefaultESPBytes, UEFIESPBytes with UEFI; see WithESPSize). Build
+	// every release of a variant with the same ESPSize: the ROOT
+	// partitions give up what the ESP grows.
+	ESPSize int64
 	// Workers bounds the compression and hashing goroutines (0:
 	// GOMAXPROCS).
 	Workers int
@@ -129,6 +148,9 @@ func (o *BuildOptions) Check() error {
 	if o.DiskSize == 0 {
 		o.DiskSize = 2 << 30
 	}
+	if o.Plan == "" {
+		o.Plan = PlanUnified
+	}
 	if o.SectorSize == 0 {
 		o.SectorSize = 512
 	}
@@ -172,7 +194,7 @@ func (o *BuildOptions) Check() error {
 	if o.DiskSize <= 0 || o.DiskSize%int64(o.SectorSize) != 0 {
 		return bad("disk size %d is not a whole number of %d-byte sectors", o.DiskSize, o.SectorSize)
 	}
-	if _, err := BottlerocketPlan(o.DiskSize); err != nil {
+	if _, err := BottlerocketPlanFor(o.DiskSize, o.Plan); err != nil {
 		return fmt.Errorf("%w: %w", ErrOptions, err)
 	}
 	if len(o.Salt) > verity.MaxSaltSize {
@@ -183,6 +205,9 @@ func (o *BuildOptions) Check() error {
 	}
 	if o.DiskGUID != nil && o.DiskGUID.IsZero() {
 		return bad("the all-zero disk GUID")
+	}
+	if err := o.checkUEFI(); err != nil {
+		return err
 	}
 	return o.checkDelta()
 }
@@ -201,6 +226,7 @@ type builder struct {
 	mke2fs string
 	conf   string
 	asRoot bool
+	esp    []espFile // staged for the ESP (UEFI)
 }
 
 type partPlace struct {
@@ -253,7 +279,8 @@ func (r region) WriteAt(p []byte, off int64) (int, error) {
 //  5. the hash image (superblock and tree) goes into HASH-A and becomes
 //     the hash artifact; the BOOT file system gets boot.conf with the
 //     dm-verity table, goes into BOOT-A and becomes the boot artifact; the
-//     ESP gets an empty FAT file system;
+//     ESP gets a FAT file system, empty, or with UEFI holding GRUB and
+//     stage one (staged in step 1, see uefi.go);
 //  6. release.json is written, everything synced, and the directory
 //     renamed to o.Out.
 //
@@ -392,11 +419,14 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	if salt == nil {
 		salt = DefaultSalt(o.Variant)
 	}
-	b.seed = idSeed(o.Name, o.Variant, o.Arch, o.Version, o.RootFSType, strconv.FormatInt(o.DiskSize, 10),
+	b.seed = idSeed(o.Name, o.Variant, o.Arch, o.Version, o.RootFSType, strconv.FormatInt(o.DiskSize, 10), string(o.Plan),
 		strconv.Itoa(o.SectorSize), hex.EncodeToString(kernelSum), hex.EncodeToString(initrdSum), o.Cmdline,
 		hex.EncodeToString(salt), strconv.FormatInt(o.SourceDateEpoch, 10))
+	if err := b.stageESP(ctx); err != nil {
+		return err
+	}
 
-	if b.plan, err = BottlerocketPlan(o.DiskSize); err != nil {
+	if b.plan, err = o.partitionPlan(); err != nil {
 		return err
 	}
 	guid := guidFor(b.seed, "disk guid")
@@ -600,9 +630,14 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	if b.disk != nil {
 		esp := b.part["EFI-SYSTEM"]
 		serial := derive(b.seed, "esp serial")
-		err := WriteFAT(io.NewOffsetWriter(b.disk, esp.off), FATOptions{Size: esp.size, SectorSize: o.SectorSize,
+		files, closeFiles, err := b.espFiles()
+		if err != nil {
+			return err
+		}
+		err = WriteFAT(io.NewOffsetWriter(b.disk, esp.off), FATOptions{Size: esp.size, SectorSize: o.SectorSize,
 			Serial:        uint32(serial[0]) | uint32(serial[1])<<8 | uint32(serial[2])<<16 | uint32(serial[3])<<24,
-			HiddenSectors: uint32(esp.off / ss)})
+			HiddenSectors: uint32(esp.off / ss), Files: files, Time: o.SourceDateEpoch})
+		closeFiles()
 		if err != nil {
 			return err
 		}
@@ -628,7 +663,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 		rel.Disk = &ReleaseDisk{File: diskName, Size: o.DiskSize, SectorSize: o.SectorSize, DiskGUID: guid.String()}
 	}
 	used := map[string]int64{"BOTTLEROCKET-BOOT-A": bootSt.UsedBytes(), "BOTTLEROCKET-ROOT-A": rootUsed,
-		"BOTTLEROCKET-HASH-A": tree.HashDeviceSize, "EFI-SYSTEM": 0}
+		"BOTTLEROCKET-HASH-A": tree.HashDeviceSize, "EFI-SYSTEM": b.espUsed()}
 	for _, p := range b.table.Used() {
 		n := p.Name()
 		if n == "" {
@@ -649,7 +684,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	b.res.Files = append(b.res.Files, bootName, rootName, hashName, ReleaseFileName)
 	b.res.Release = rel
 	// Only the outputs stay.
-	for _, n := range []string{".boot", ".rootfs", ".root.ext4", ".boot.ext4", ".root.erofs", ".root.squashfs", ".root.verity", ".mke2fs.conf"} {
+	for _, n := range []string{".boot", ".rootfs", ".root.ext4", ".boot.ext4", ".root.erofs", ".root.squashfs", ".root.verity", ".mke2fs.conf", ".esp"} {
 		if err := os.RemoveAll(filepath.Join(b.tmp, n)); err != nil {
 			return err
 		}

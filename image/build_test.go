@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -24,9 +25,10 @@ import (
 	"github.com/updog/updog/verity"
 )
 
-// testDiskSize is a small disk that leaves the root a useful size:
-// (256 - 208) / 2 = 24 MiB per ROOT partition.
-const testDiskSize = 256 << 20
+// testDiskSize is a small disk that leaves the root a useful size: with
+// the unified plan's DATA (272/16 = 17 MiB), (272 - 207 - 17) / 2 = 24 MiB
+// per ROOT partition.
+const testDiskSize = 272 << 20
 
 // testInputs writes a kernel, an initrd and a root file system tree into
 // dir and returns build options for them, the output at dir/out.
@@ -136,10 +138,32 @@ func TestBuild(t *testing.T) {
 	if b := gptprio.Attrs(tb, l, gptprio.SetB); b.Priority() != 0 {
 		t.Errorf("set B %v", b)
 	}
-	if sgdisk, err := exec.LookPath("sgdisk"); err == nil {
-		if out, _ := exec.Command(sgdisk, "-v", disk).CombinedOutput(); !strings.Contains(string(out), "No problems found") {
-			t.Errorf("sgdisk -v: %s", out)
+	sgdisk := testutil.Tool(t, "sgdisk")
+	if out, _ := exec.Command(sgdisk, "-v", disk).CombinedOutput(); !strings.Contains(string(out), "No problems found") {
+		t.Errorf("sgdisk -v: %s", out)
+	}
+	// The unified plan's DATA partition ends the disk: Bottlerocket's type
+	// and preferred unique GUID, named, a sixteenth of the disk, ending
+	// 1 MiB before the end (room for the backup GPT), as sgdisk reads it.
+	used := tb.Used()
+	data := used[len(used)-1]
+	if data.Type != TypeData || data.Name() != "BOTTLEROCKET-DATA" || data.ID != DataPartitionID ||
+		int64(data.LastLBA+1)*512 != testDiskSize-1<<20 || int64(data.Sectors())*512 < testDiskSize/16 ||
+		int64(data.Sectors())*512 > testDiskSize/16+1<<20 || data.Number != 13 || tb.Partition(12).Name() != "BOTTLEROCKET-PRIVATE" {
+		t.Errorf("the last partition is %d %q type %v GUID %v, LBA %d-%d", data.Number, data.Name(), data.Type, data.ID, data.FirstLBA, data.LastLBA)
+	}
+	info, err := exec.Command(sgdisk, "-i", "13", disk).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sgdisk -i 13: %v\n%s", err, info)
+	}
+	for _, want := range []string{"Partition GUID code: 626F7474-6C65-6474-6861-726D61726B73", "Partition unique GUID: 5B94E8DF-28B8-485C-9D19-362263B5944C",
+		"Partition name: 'BOTTLEROCKET-DATA'", "Partition size: " + itoa(uint64(data.Sectors())) + " sectors"} {
+		if !strings.Contains(string(info), want) {
+			t.Errorf("sgdisk -i 13 lacks %q:\n%s", want, info)
 		}
+	}
+	if rel := r.Partitions[len(r.Partitions)-1]; rel.Name != "BOTTLEROCKET-DATA" || rel.Bytes != int64(data.Sectors())*512 {
+		t.Errorf("release.json's last partition: %+v", rel)
 	}
 
 	// Each artifact, decompressed, is its partition's content, and has the
@@ -178,13 +202,8 @@ func TestBuild(t *testing.T) {
 		t.Fatalf("verity: %v", err)
 	}
 	rootImg, hashImg, bootImg := writeTemp(t, art["root"]), writeTemp(t, art["hash"]), writeTemp(t, art["boot"])
-	if vs, err := exec.LookPath("veritysetup"); err == nil || fileExists("/usr/sbin/veritysetup") {
-		if err != nil {
-			vs = "/usr/sbin/veritysetup"
-		}
-		if out, err := exec.Command(vs, "verify", rootImg, hashImg, r.Verity.RootHash).CombinedOutput(); err != nil {
-			t.Errorf("veritysetup verify: %v\n%s", err, out)
-		}
+	if out, err := exec.Command(testutil.Tool(t, "veritysetup"), "verify", rootImg, hashImg, r.Verity.RootHash).CombinedOutput(); err != nil {
+		t.Errorf("veritysetup verify: %v\n%s", err, out)
 	}
 
 	// Both file systems are clean; the root holds the tree, the boot
@@ -226,10 +245,8 @@ func TestBuild(t *testing.T) {
 	}
 
 	// The ESP is a FAT file system.
-	if fsck, err := exec.LookPath("fsck.fat"); err == nil {
-		if out, err := exec.Command(fsck, "-n", writeTemp(t, partition(t, disk, "EFI-SYSTEM"))).CombinedOutput(); err != nil {
-			t.Errorf("fsck.fat: %v\n%s", err, out)
-		}
+	if out, err := exec.Command(testutil.Tool(t, "fsck.fat"), "-n", writeTemp(t, partition(t, disk, "EFI-SYSTEM"))).CombinedOutput(); err != nil {
+		t.Errorf("fsck.fat: %v\n%s", err, out)
 	}
 	// Nothing but the output is left beside it.
 	if ents, _ := os.ReadDir(dir); len(ents) != 4 {
@@ -301,18 +318,89 @@ func TestBuildReproducible(t *testing.T) {
 				}
 				outs = append(outs, oi.Out)
 			}
-			ents, _ := os.ReadDir(outs[0])
-			if len(ents) < 4 {
-				t.Fatalf("only %d files", len(ents))
+			if n := len(listing(t, outs[0])); n < 4 {
+				t.Fatalf("only %d files", n)
 			}
-			for _, e := range ents {
-				a, _ := os.ReadFile(filepath.Join(outs[0], e.Name()))
-				b, err := os.ReadFile(filepath.Join(outs[1], e.Name()))
-				if err != nil || !bytes.Equal(a, b) {
-					t.Errorf("%s differs between the two builds (%v)", e.Name(), err)
-				}
+			for _, d := range outputDiffs(t, outs[0], outs[1]) {
+				t.Error(d)
 			}
 		})
+	}
+}
+
+// listing returns "name size mode" for each entry of dir, in name order.
+func listing(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%s %d %v", e.Name(), fi.Size(), fi.Mode()))
+	}
+	return out
+}
+
+// outputDiffs says how two build outputs differ: their listings (names,
+// sizes, modes: a file only one build made counts), then the bytes of
+// each file.
+func outputDiffs(t *testing.T, a, b string) []string {
+	t.Helper()
+	var diffs []string
+	la, lb := listing(t, a), listing(t, b)
+	if strings.Join(la, "\n") != strings.Join(lb, "\n") {
+		diffs = append(diffs, fmt.Sprintf("the two builds made different files:\n  %s\nand\n  %s", strings.Join(la, "\n  "), strings.Join(lb, "\n  ")))
+	}
+	ents, _ := os.ReadDir(a)
+	for _, e := range ents {
+		x, _ := os.ReadFile(filepath.Join(a, e.Name()))
+		y, err := os.ReadFile(filepath.Join(b, e.Name()))
+		if err != nil || !bytes.Equal(x, y) {
+			diffs = append(diffs, fmt.Sprintf("%s differs between the two builds (%v)", e.Name(), err))
+		}
+	}
+	return diffs
+}
+
+// TestOutputDiffs: the reproducibility check sees a file only the second
+// build made, one of another size, and other bytes.
+func TestOutputDiffs(t *testing.T) {
+	mk := func(files map[string]string) string {
+		d := t.TempDir()
+		for n, body := range files {
+			if err := os.WriteFile(filepath.Join(d, n), []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return d
+	}
+	base := map[string]string{"a.img": "disk", "release.json": "{}"}
+	with := func(k, v string) map[string]string {
+		m := map[string]string{k: v}
+		for n, b := range base {
+			if n != k {
+				m[n] = b
+			}
+		}
+		return m
+	}
+	a := mk(base)
+	if d := outputDiffs(t, a, mk(base)); len(d) != 0 {
+		t.Errorf("equal outputs: %v", d)
+	}
+	for name, b := range map[string]map[string]string{
+		"extra file":  with("stray.tmp", "x"),
+		"other size":  with("a.img", "disk!"),
+		"other bytes": with("a.img", "DISK"),
+	} {
+		if d := outputDiffs(t, a, mk(b)); len(d) == 0 {
+			t.Errorf("%s: no difference seen", name)
+		}
 	}
 }
 
@@ -443,14 +531,13 @@ func TestBuildCompactFS(t *testing.T) {
 			if r.Verity.DataBlocks != uint64(len(root)/4096) {
 				t.Errorf("%d data blocks for %d bytes", r.Verity.DataBlocks, len(root))
 			}
-			if tool, err := exec.LookPath(check[1]); err == nil {
-				args := []string{writeTemp(t, root)}
-				if fsType == FSSquashfs {
-					args = []string{"-l", args[0]}
-				}
-				if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil || fsType == FSSquashfs && !strings.Contains(string(out), "etc/hostname") {
-					t.Errorf("%s: %v\n%s", tool, err, out)
-				}
+			tool := testutil.Tool(t, check[1])
+			args := []string{writeTemp(t, root)}
+			if fsType == FSSquashfs {
+				args = []string{"-l", args[0]}
+			}
+			if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil || fsType == FSSquashfs && !strings.Contains(string(out), "etc/hostname") {
+				t.Errorf("%s: %v\n%s", tool, err, out)
 			}
 		})
 	}
@@ -561,9 +648,7 @@ func TestBuildRootTooBigAfterMkfs(t *testing.T) {
 		t.Fatalf("too many files: %v", err)
 	}
 	nothingLeft(t, dir, "initrd", "many", "rootfs", "vmlinuz")
-	if _, err := exec.LookPath("mkfs.erofs"); err != nil {
-		return
-	}
+	testutil.Tool(t, "mkfs.erofs")
 	big := filepath.Join(dir, "big")
 	os.Mkdir(big, 0o755)
 	f, _ := os.Create(filepath.Join(big, "random"))

@@ -150,3 +150,67 @@ func TestHashTreeBytesMatchesVerity(t *testing.T) {
 		}
 	}
 }
+
+// TestUnifiedPlan: the unified plan is the split plan up to PRIVATE, with
+// ROOT smaller by half of DATA, then Bottlerocket's DATA partition (type,
+// preferred unique GUID, name) of a sixteenth of the disk, ending where
+// the split plan's 1 MiB placeholder ends; gptprio still finds both sets
+// and PRIVATE by type.
+func TestUnifiedPlan(t *testing.T) {
+	for _, size := range []int64{272 << 20, 352 << 20, 2 << 30, 2<<30 + 5<<20, 8 << 30, 64 << 30} {
+		split, err := BottlerocketPlan(size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uni, err := BottlerocketPlanFor(size, PlanUnified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(uni) != len(split) {
+			t.Fatalf("%d: %d partitions, split has %d", size, len(uni), len(split))
+		}
+		data := uni[len(uni)-1]
+		if data.Name != "BOTTLEROCKET-DATA" || data.Type.String() != "626f7474-6c65-6474-6861-726d61726b73" ||
+			data.ID.String() != "5b94e8df-28b8-485c-9d19-362263b5944c" || data.Bytes < size/16>>20<<20 || data.Bytes > size/16+1<<20 {
+			t.Errorf("%d: DATA %+v (want a sixteenth of the disk)", size, data)
+		}
+		var total int64
+		for i, p := range uni {
+			total += p.Bytes
+			s := split[i]
+			if p.Name != s.Name && i != len(uni)-1 || p.Type != s.Type || p.Attr != s.Attr {
+				t.Errorf("%d: partition %d %+v, split has %+v", size, i+1, p, s)
+			}
+			if strings.Contains(p.Name, "ROOT") && (p.Bytes >= s.Bytes || HashTreeBytes(p.Bytes) > uni[i+1].Bytes) {
+				t.Errorf("%d: %s %d (split: %d), HASH %d", size, p.Name, p.Bytes, s.Bytes, uni[i+1].Bytes)
+			}
+		}
+		if total != size>>20<<20-2<<20 {
+			t.Errorf("%d: the plan takes %d bytes, not all but the first and last MiB", size, total)
+		}
+		d := disktest.New(size, 512)
+		tb, err := CreateDisk(d, uni, gptprio.GUID{7})
+		if err != nil {
+			t.Fatalf("%d: %v", size, err)
+		}
+		l, err := gptprio.FindLayout(tb)
+		if err != nil || len(l.Sets) != 2 || l.Private != 12 || l.Sets[1].Root != 9 {
+			t.Errorf("%d: layout %+v %v", size, l, err)
+		}
+		if p := tb.Partition(13); p.ID != DataPartitionID || p.Name() != DataLabel || p.Type != TypeData {
+			t.Errorf("%d: partition 13 %v %q %v", size, p.ID, p.Name(), p.Type)
+		}
+		if n, err := gptprio.Next(tb); err != nil || n != gptprio.SetA {
+			t.Errorf("%d: next %v %v", size, n, err)
+		}
+	}
+	if _, err := BottlerocketPlanFor(220<<20, PlanUnified); err == nil || !strings.Contains(err.Error(), "too small") {
+		t.Errorf("a 220 MiB unified disk: %v", err)
+	}
+	if _, err := BottlerocketPlanFor(2<<30, "mixed"); err == nil {
+		t.Error("an unknown plan was accepted")
+	}
+	if _, err := ParsePartitionPlan("Unified"); err == nil {
+		t.Error("ParsePartitionPlan accepted Unified")
+	}
+}

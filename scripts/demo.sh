@@ -16,12 +16,15 @@
 #   DEMO_DIR        where everything goes (default: demo/ in the project)
 #   BIN             where the binaries are (default: bin/, from make build)
 #   DEMO_SKIP_DEPS  set: do not run scripts/install-deps.sh (the tests set it)
+#   DEMO_KERNEL     a Debian kernel to use (default: the newest readable
+#                   /boot/vmlinuz-<version>); DEMO_MODULES its modules
+#                   (default: /lib/modules/<version>)
 set -euo pipefail
 project=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(cd "${BIN:-$project/bin}" && pwd)
 dir=${DEMO_DIR:-$project/demo}
 export PATH="$bin:$PATH"
-for cmd in imgbuild tuftool updata updog signpost; do
+for cmd in imgbuild tuftool updata updog signpost bootsel; do
   [ -x "$bin/$cmd" ] || { echo "demo: $bin/$cmd is missing: run make build first" >&2; exit 1; }
 done
 
@@ -60,19 +63,43 @@ arch=$(uname -m)
 # The same inputs and SOURCE_DATE_EPOCH give byte-identical images.
 export SOURCE_DATE_EPOCH=1767225600
 
-say "The inputs: a kernel and two small root file systems"
-kernel=""
-for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V -r); do
-  if [ -r "$k" ]; then kernel=$k; break; fi
-done
+say "The inputs: a kernel, the boot chain's initramfs and two small root file systems"
+debarch=$(dpkg --print-architecture 2>/dev/null || echo amd64)
+kernel=${DEMO_KERNEL:-}
+if [ -z "$kernel" ]; then
+  for k in $(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V -r); do
+    if [ -r "$k" ]; then kernel=$k; break; fi
+  done
+fi
+modules=""
+if [ -n "$kernel" ]; then
+  modules=${DEMO_MODULES:-/lib/modules/${kernel##*/vmlinuz-}}
+  [ -d "$modules" ] || modules=""
+fi
+# boot_missing says what booting the image needs and this machine lacks.
+boot_missing=""
 mkdir -p inputs
+initrd=()
 if [ -n "$kernel" ]; then
   cp "$kernel" inputs/vmlinuz
   note "kernel: Debian's $kernel"
+  if [ -n "$modules" ] && ldd "$bin/bootsel" >/dev/null 2>&1; then
+    boot_missing="a static bootsel, the initramfs's /init ($bin/bootsel is dynamically linked: make build builds it with CGO_ENABLED=0)"
+    note "no initramfs: $boot_missing"
+  elif [ -n "$modules" ]; then
+    # Stage one of the boot chain: bootsel as /init with the modules it
+    # needs. Every BOOT partition carries it, for stage two.
+    run bootsel mkinitramfs --modules "$modules" --out inputs/initrd.img
+    initrd=(--initrd inputs/initrd.img)
+  else
+    boot_missing="the modules of $kernel (no ${DEMO_MODULES:-/lib/modules/${kernel##*/vmlinuz-}}), from which bootsel mkinitramfs builds the boot chain's initramfs"
+    note "no initramfs: $boot_missing"
+  fi
 else
   printf 'a stand-in for a kernel: no /boot/vmlinuz-* on this machine\n' >inputs/vmlinuz
   head -c 1048576 /dev/zero >>inputs/vmlinuz
-  note "kernel: a stand-in file (no /boot/vmlinuz-* here; apt-get install linux-image-amd64 gives a real one)"
+  boot_missing="Debian's kernel: there is no /boot/vmlinuz-* here (apt-get install linux-image-$debarch installs it and its modules)"
+  note "kernel: a stand-in file (no /boot/vmlinuz-* here; apt-get install linux-image-$debarch gives a real one)"
 fi
 busybox=""
 for b in /bin/busybox /usr/bin/busybox; do
@@ -86,27 +113,38 @@ for v in 1.0.0 1.1.0; do
   printf 'release %s of the updog demo\n' "$v" >"$r/usr/share/demo/README"
   if [ -n "$busybox" ]; then
     cp "$busybox" "$r/bin/busybox"
-    for app in sh ls cat mount echo; do ln -sf busybox "$r/bin/$app"; done
+    for app in sh ls cat mount echo poweroff; do ln -sf busybox "$r/bin/$app"; done
+    # The init the boot chain starts on the dm-verity root: say which
+    # release came up, then a shell.
+    mkdir -p "$r/sbin"
+    cat >"$r/sbin/init" <<'INIT'
+#!/bin/sh
+mount -t proc proc /proc
+. /etc/os-release
+echo "$PRETTY_NAME is up, its root read-only on $(cat /proc/mounts | while read -r dev mnt rest; do [ "$mnt" = / ] && echo "$dev"; done)"
+echo "a busybox shell follows; poweroff -f ends the machine"
+exec /bin/sh
+INIT
+    chmod 755 "$r/sbin/init"
   fi
 done
 echo "what changed in 1.1.0" >inputs/rootfs-1.1.0/usr/share/demo/CHANGES
 if [ -n "$busybox" ]; then note "root file systems: busybox-static ($busybox) and a few files"; else note "root file systems: a few files (install busybox-static for a shell)"; fi
 
 say "Build release 1.0.0: a bootable A/B disk image (set A holds it) and its update artifacts"
-run imgbuild build --kernel inputs/vmlinuz --rootfs inputs/rootfs-1.0.0 --variant $variant --arch "$arch" --version 1.0.0 \
+run imgbuild build --kernel inputs/vmlinuz "${initrd[@]}" --rootfs inputs/rootfs-1.0.0 --variant $variant --arch "$arch" --version 1.0.0 \
   --size 2GiB --out build-1.0.0
 cp "build-1.0.0/updog-$variant-$arch-1.0.0.img" disk.img
 note "disk.img is a copy of the image, for updog to update"
 
 say "Build release 1.1.0: the update artifacts only"
-run imgbuild build --kernel inputs/vmlinuz --rootfs inputs/rootfs-1.1.0 --variant $variant --arch "$arch" --version 1.1.0 \
+run imgbuild build --kernel inputs/vmlinuz "${initrd[@]}" --rootfs inputs/rootfs-1.1.0 --variant $variant --arch "$arch" --version 1.1.0 \
   --size 2GiB --no-disk --out build-1.1.0
 
 say "What the boot chain will read: boot.conf in the BOOT file system"
 printf '$ zstd -dq < build-1.0.0/updog-%s-%s-1.0.0-boot.ext4.zst > boot-1.0.0.ext4\n' "$variant" "$arch"
 zstd -dq <"build-1.0.0/updog-$variant-$arch-1.0.0-boot.ext4.zst" >boot-1.0.0.ext4
 run debugfs -R 'cat /boot.conf' boot-1.0.0.ext4
-bootpart=$(sfdisk --part-uuid "build-1.0.0/updog-$variant-$arch-1.0.0.img" 3 2>/dev/null | tr A-F a-f || true)
 
 say "Signing keys and the TUF root (one key per role)"
 mkdir -p keys
@@ -212,6 +250,15 @@ run $u --active "$active" status
 run signpost --disk disk.img --active "$active" status
 
 say "Done"
+if [ -z "$boot_missing" ]; then
+  boot_how="Boot it:"
+else
+  boot_how="This machine lacks what booting needs: $boot_missing.
+So the image built here cannot boot; install that, run make demo again, then:"
+fi
+[ -n "$busybox" ] || boot_how="$boot_how
+(No busybox-static here, so the root file system has no /sbin/init: the boot stops
+after stage two. apt-get install busybox-static, then make demo again.)"
 cat <<EOF
 Everything is in $dir:
   build-1.0.0/     release 1.0.0: the disk image updog-$variant-$arch-1.0.0.img, its artifacts, release.json
@@ -221,14 +268,14 @@ Everything is in $dir:
   manifest.json    the release manifest; keys/ the signing keys; updog.toml the host's configuration
   state/           updog's state (last update, pending switch)
 
-To boot the image: the boot chain that picks a set with gptprio and reads its
-BOOT partition's boot.conf comes in the next issue, so today firmware finds an
-empty EFI system partition. QEMU can stand in for that boot chain: give it the
-kernel and boot.conf's command line, with \$boot_uuid replaced by BOOT-A's
-partition GUID (${bootpart:-see: sfdisk --part-uuid IMAGE 3}). The kernel needs
-virtio-blk, dm-verity and ext4 built in, or an initrd with them (--initrd):
-  cmdline=\$(sed -n 's/^cmdline=//p' <(debugfs -R 'cat /boot.conf' $dir/boot-1.0.0.ext4 2>/dev/null))
-  qemu-system-x86_64 -m 1024 -nographic -kernel $dir/inputs/vmlinuz \\
-    -append "\${cmdline//\\\$boot_uuid/${bootpart:-PARTUUID}}" \\
-    -drive file=$dir/build-1.0.0/updog-$variant-$arch-1.0.0.img,format=raw,if=virtio
+To boot the disk image with QEMU, through the real boot chain: QEMU starts
+Debian's kernel with bootsel's initramfs (stage one), which picks the set with
+gptprio as signpost next does (writing the image's partition table), and
+starts that set's kernel, initramfs and boot.conf command line from its BOOT
+partition; stage two sets up the dm-verity root and starts its /sbin/init.
+$boot_how
+  qemu-system-$arch -m 1024 -nographic -kernel $dir/inputs/vmlinuz -initrd $dir/inputs/initrd.img \\
+    -append console=ttyS0 -drive file=$dir/build-1.0.0/updog-$variant-$arch-1.0.0.img,format=raw,if=virtio
+(Ctrl-a x quits QEMU; add -enable-kvm where /dev/kvm is usable. disk.img boots
+the same way, on set A after the rollback. Boot a copy to keep an image as it is.)
 EOF

@@ -4,7 +4,8 @@
 # mkfs.erofs, mksquashfs, mtools and fsck.fat to check the ESP, python3 to
 # serve the demo's repository, etcd for the fleet and lockd tests, curl and
 # bc for the benchmarks, util-linux for losetup/partx/unshare, systemd's
-# systemd-analyze to check the units in dist/systemd), when they
+# systemd-analyze to check the units in dist/systemd, grub-common and
+# grub-efi-amd64-bin for imgbuild build --uefi's GRUB image), when they
 # are missing and we can: as root
 # (or with sudo) on a Debian-like system. Otherwise it says what is
 # missing; the tests that need a missing tool skip locally and fail under
@@ -12,8 +13,8 @@
 #
 # --demo adds busybox-static (a shell in the demo's root file system).
 # --vm adds what `make test-vm` needs: qemu-system-x86 (the guest, under
-# software emulation when there is no KVM), ovmf and grub-efi-amd64-bin
-# with grub-common (the UEFI boot of the test image), apt and dpkg-deb
+# software emulation when there is no KVM), ovmf (the UEFI boot of the
+# test image), apt and dpkg-deb
 # (the Debian kernel is fetched with apt-get download).
 set -euo pipefail
 has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
@@ -37,6 +38,11 @@ has curl || need+=(curl)
 has bc || need+=(bc)
 has partx || need+=(util-linux)
 has systemd-analyze || need+=(systemd)
+# imgbuild build --uefi makes its GRUB image with grub-mkimage from these.
+if [ "$(uname -m)" = x86_64 ]; then
+  [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
+  has grub-mkimage || need+=(grub-common)
+fi
 for opt in "$@"; do
   case "$opt" in
   --demo)
@@ -44,8 +50,6 @@ for opt in "$@"; do
   --vm)
     has qemu-system-x86_64 || need+=(qemu-system-x86)
     [ -e /usr/share/ovmf/OVMF.fd ] || need+=(ovmf)
-    [ -d /usr/lib/grub/x86_64-efi ] || need+=(grub-efi-amd64-bin)
-    has grub-mkstandalone || need+=(grub-common)
     has dpkg-deb || need+=(dpkg)
     has apt-get || need+=(apt) ;;
   *)

@@ -101,7 +101,8 @@ func proofRelease(t testing.TB, dir, fs, version, tree string) *image.Release {
 	if err := os.WriteFile(kernel, bytes.Repeat([]byte("not really a kernel "), 50000), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	res, err := image.Build(context.Background(), image.BuildOptions{Kernel: kernel, RootFS: tree, Variant: testVariant,
+	// The fixture's disk has the split layout: the release is built for it.
+	res, err := image.Build(context.Background(), image.BuildOptions{Kernel: kernel, RootFS: tree, Variant: testVariant, Plan: image.PlanSplit,
 		Arch: testArch, Version: version, DiskSize: (fixedLayoutMiB + 2*proofRootMiB) << 20, RootFSType: fs, NoDisk: true,
 		SourceDateEpoch: 1700000000, Out: filepath.Join(dir, "out-"+version)})
 	if err != nil {

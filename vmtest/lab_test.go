@@ -26,7 +26,8 @@ import (
 const (
 	variant = "vmtest"
 	arch    = "x86_64"
-	// diskSize gives ROOT partitions of 72 MiB: room for the test's root
+	// diskSize gives ROOT partitions of 61 MiB (the unified plan: DATA at
+	// the end takes a sixteenth): room for the test's root
 	// file system (updog and the guest's init) and quick to write under
 	// emulation.
 	diskSize = "352MiB"
@@ -51,6 +52,8 @@ type lab struct {
 	mke2fs    string
 	keys      []string
 	root      string // root.json
+	// buildArgs are added to every imgbuild build (TestVMUEFI's --uefi).
+	buildArgs []string
 }
 
 func (l *lab) run(name string, args ...string) string {
@@ -222,6 +225,7 @@ ignore_waves = true
 	r := release{version: version, dir: filepath.Join(l.dir, "build-"+name)}
 	args := []string{"build", "--kernel", l.kernel, "--initrd", l.initrd, "--rootfs", root, "--variant", variant, "--arch", arch,
 		"--version", version, "--size", diskSize, "--cmdline", "console=ttyS0 quiet", "--out", r.dir}
+	args = append(args, l.buildArgs...)
 	if !disk {
 		args = append(args, "--no-disk")
 	} else {

@@ -18,11 +18,14 @@ import (
 )
 
 const buildSynopsis = `--kernel FILE [--initrd FILE] --rootfs DIR|TARBALL --variant V --arch A --version X [--size 2GiB]
-       [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none] [--cmdline ARGS] [--name NAME]
-       [--no-delta] [--delta-frame-size BYTES] [--json] --out DIR
+       [--partition-plan unified|split] [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none]
+       [--cmdline ARGS] [--name NAME] [--no-delta] [--delta-frame-size BYTES]
+       [--uefi [--uefi-kernel FILE] [--uefi-initrd FILE] [--grub-efi FILE]] [--esp-size SIZE] [--json] --out DIR
 
 Builds a release: a bootable A/B disk image (Bottlerocket's partition plan,
-set A holding the release) and the update artifacts that publish it
+set A holding the release; "unified", the default, ends with the DATA
+partition, a sixteenth of the disk; "split" is Bottlerocket's OS disk, whose
+DATA is on a second disk) and the update artifacts that publish it
 (<name>-<variant>-<arch>-<version>-boot.ext4.zst, -root.<fs>.zst,
 -root.verity.zst) with release.json, for "updata add-update --from-release",
 and, for delta updates, the root image as a zstd seekable file
@@ -30,7 +33,16 @@ and, for delta updates, the root image as a zstd seekable file
 The file systems are made without loop devices, mounts or root (mke2fs -d,
 mkfs.erofs, mksquashfs). The same inputs and SOURCE_DATE_EPOCH give the same
 bytes. OUT must not exist or be empty; the build appears there whole or not
-at all.`
+at all.
+
+With --uefi the disk image boots on UEFI firmware by itself: its EFI system
+partition (64 MiB unless --esp-size; the two ROOT partitions give up what it
+grows) holds GRUB as EFI/BOOT/BOOTX64.EFI (made with grub-mkimage from
+Debian's grub-efi-amd64-bin unless --grub-efi), EFI/BOOT/grub.cfg, and stage
+one, the boot selector's kernel and initramfs (--kernel and --initrd unless
+--uefi-kernel, --uefi-initrd), as EFI/updog/vmlinuz and EFI/updog/initrd.img,
+which grub.cfg starts from the ESP itself with --cmdline: GRUB never reads a
+BOOT partition, which updates rewrite.`
 
 func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, parse := newFlags("build", buildSynopsis, stdout)
@@ -43,6 +55,7 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&o.Version, "version", "", "release version, MAJOR.MINOR.PATCH (required)")
 	fs.StringVar(&o.Name, "name", image.DefaultName, "first part of the file names")
 	size := fs.String("size", "2GiB", "disk image `SIZE` (KiB, MiB, GiB, TiB); the partition plan scales with it")
+	plan := fs.String("partition-plan", string(image.PlanUnified), "Bottlerocket partition `PLAN`: unified (DATA at the end of the disk) or split (DATA on another disk)")
 	fs.IntVar(&o.SectorSize, "sector-size", 512, "logical sector size, 512 or 4096")
 	fs.StringVar(&o.RootFSType, "root-fs", image.FSExt4, "root file system type: ext4, erofs or squashfs")
 	compress := fs.String("compress", string(image.CompressZstd), "artifact compression: zstd, xz, lz4 or none")
@@ -52,6 +65,11 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.NoDisk, "no-disk", false, "build only the update artifacts and release.json")
 	fs.BoolVar(&o.NoDelta, "no-delta", false, "leave out the delta artifacts (the seekable root image and its index)")
 	fs.IntVar(&o.DeltaFrameSize, "delta-frame-size", 0, "output `BYTES` of each frame of the seekable root image, a multiple of 4096 (default 65536)")
+	fs.BoolVar(&o.UEFI, "uefi", false, "make the disk image UEFI-bootable: GRUB and stage one on the EFI system partition")
+	fs.StringVar(&o.StageOneKernel, "uefi-kernel", "", "stage one's kernel `FILE` on the ESP (default: --kernel)")
+	fs.StringVar(&o.StageOneInitrd, "uefi-initrd", "", "stage one's initramfs `FILE` on the ESP, bootsel's (default: --initrd)")
+	fs.StringVar(&o.GrubEFI, "grub-efi", "", "GRUB EFI image `FILE` for EFI/BOOT/BOOTX64.EFI, reading its grub.cfg from /EFI/BOOT on its own partition (default: made with grub-mkimage)")
+	espSize := fs.String("esp-size", "", "EFI system partition `SIZE`, whole MiB (default 5MiB, 64MiB with --uefi)")
 	out := fs.StringP("out", "o", "", "output `DIR`: new or empty (required)")
 	asJSON := fs.Bool("json", false, "print release.json and the files made as JSON")
 	verbose := fs.BoolP("verbose", "v", false, "say what is being done, on stderr")
@@ -75,6 +93,14 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var err error
 	if o.DiskSize, err = parseSize(*size); err != nil {
 		return usagef("build: --size: %v", err)
+	}
+	if o.Plan, err = image.ParsePartitionPlan(*plan); err != nil {
+		return usagef("build: --partition-plan: %v", err)
+	}
+	if *espSize != "" {
+		if o.ESPSize, err = parseSize(*espSize); err != nil {
+			return usagef("build: --esp-size: %v", err)
+		}
 	}
 	c, err := image.ParseCompression(*compress)
 	if err != nil {
@@ -130,6 +156,9 @@ func runBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cli.WriteJSON(stdout, map[string]any{"dir": res.Dir, "files": res.Files, "release": res.Release})
 	}
 	printRelease(stdout, res)
+	if o.UEFI {
+		printESP(stdout, res)
+	}
 	return nil
 }
 
@@ -161,4 +190,15 @@ func printRelease(w io.Writer, res *image.Result) {
 	}
 	fmt.Fprintf(w, "root file system %s; dm-verity root hash %s, salt %s, %d data blocks\n", r.RootFS, r.Verity.RootHash, r.Verity.Salt, r.Verity.DataBlocks)
 	fmt.Fprintf(w, "%s: publish with: updata add-update MANIFEST --from-release %s/%s\n", image.ReleaseFileName, res.Dir, image.ReleaseFileName)
+}
+
+// printESP says what the ESP of a UEFI-bootable image holds.
+func printESP(w io.Writer, res *image.Result) {
+	r := res.Release
+	for _, p := range r.Partitions {
+		if p.Name == "EFI-SYSTEM" {
+			fmt.Fprintf(w, "UEFI: EFI-SYSTEM is %s and holds GRUB (/%s), its /%s and stage one (/%s, /%s): %s\n",
+				mib(p.Bytes), image.ESPBootLoaderFor(r.Arch), image.ESPGrubConfig, image.ESPKernel, image.ESPInitrd, mib(p.Used))
+		}
+	}
 }

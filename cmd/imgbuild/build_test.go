@@ -8,12 +8,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/image"
+	"github.com/updog/updog/internal/blockdev"
 	"github.com/updog/updog/internal/testutil"
 )
 
@@ -68,6 +71,39 @@ func TestBuildCommand(t *testing.T) {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("output lacks %q:\n%s", want, stdout)
 		}
+	}
+}
+
+// TestBuildCommandPartitionPlan: build's disk ends with the unified plan's
+// DATA partition, printed with its size like the others (a sixteenth of
+// 256 MiB, plus the MiB the ROOT partitions' halving leaves); with
+// --partition-plan split, the 1 MiB placeholder of Bottlerocket's OS disk;
+// an unknown plan is a usage error.
+func TestBuildCommandPartitionPlan(t *testing.T) {
+	t.Setenv("SOURCE_DATE_EPOCH", "1700000000")
+	dir := t.TempDir()
+	args := buildInputs(t, dir)
+	stdout, errs, code := ib(append(args, "--no-delta", "--out", filepath.Join(dir, "unified"))...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if !regexp.MustCompile(`(?m)^  13  BOTTLEROCKET-DATA +17\.0 MiB$`).MatchString(stdout) ||
+		!regexp.MustCompile(`(?m)^   4  BOTTLEROCKET-ROOT-A +16\.0 MiB `).MatchString(stdout) {
+		t.Errorf("the unified plan's partitions:\n%s", stdout)
+	}
+	tb := readTable(t, filepath.Join(dir, "unified", "updog-test-x86_64-1.0.0.img"))
+	if p := tb.Partition(13); p == nil || p.Type != image.TypeData || p.ID != image.DataPartitionID || p.Name() != image.DataLabel {
+		t.Errorf("partition 13: %+v", p)
+	}
+	stdout, errs, code = ib(append(args, "--no-delta", "--partition-plan", "split", "--out", filepath.Join(dir, "split"))...)
+	if code != exitOK {
+		t.Fatalf("split: exit %d: %s", code, errs)
+	}
+	if !regexp.MustCompile(`(?m)^  13  \(marker\) +1\.0 MiB$`).MatchString(stdout) || strings.Contains(stdout, "BOTTLEROCKET-DATA") {
+		t.Errorf("the split plan's partitions:\n%s", stdout)
+	}
+	if _, errs, code := ib(append(args, "--partition-plan", "mixed", "--out", filepath.Join(dir, "bad"))...); code != exitUsage || !strings.Contains(errs, "mixed") {
+		t.Errorf("--partition-plan mixed: exit %d: %s", code, errs)
 	}
 }
 
@@ -184,4 +220,57 @@ func processesNaming(s string) []string {
 		}
 	}
 	return out
+}
+
+// readTable reads a disk image's GPT.
+func readTable(t *testing.T, disk string) *gptprio.Table {
+	t.Helper()
+	d, err := blockdev.Open(disk, blockdev.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tb, err := gptprio.Read(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+// TestDiskPartitionPlan: imgbuild disk writes the split plan unless asked
+// for the unified one, whose last partition is DATA; sgdisk finds no
+// problem with either.
+func TestDiskPartitionPlan(t *testing.T) {
+	dir := t.TempDir()
+	sgdisk := testutil.Tool(t, "sgdisk")
+	for plan, want := range map[string]string{"": "", "split": "", "unified": "BOTTLEROCKET-DATA"} {
+		out := filepath.Join(dir, "disk-"+plan+".img")
+		args := []string{"disk", "--size", "1GiB", "--json"}
+		if plan != "" {
+			args = append(args, "--partition-plan", plan)
+		}
+		stdout, errs, code := ib(append(args, out)...)
+		if code != exitOK {
+			t.Fatalf("%s: exit %d: %s", plan, code, errs)
+		}
+		var res struct {
+			Partitions []struct {
+				Name string `json:"name"`
+				Type string `json:"type_guid"`
+			} `json:"partitions"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+			t.Fatal(err)
+		}
+		last := res.Partitions[len(res.Partitions)-1]
+		if len(res.Partitions) != 13 || last.Name != want || last.Type != image.TypeData.String() {
+			t.Errorf("%q: partitions %+v", plan, res.Partitions)
+		}
+		if v := testutil.Run(t, sgdisk, "-v", out); !strings.Contains(v, "No problems found") {
+			t.Errorf("%q: sgdisk -v: %s", plan, v)
+		}
+	}
+	if _, errs, code := ib("disk", "--partition-plan", "both", filepath.Join(dir, "bad.img")); code != exitUsage || !strings.Contains(errs, "both") {
+		t.Errorf("--partition-plan both: exit %d: %s", code, errs)
+	}
 }

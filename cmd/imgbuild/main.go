@@ -3,9 +3,10 @@
 // Synopsis:
 //
 //	imgbuild build --kernel FILE [--initrd FILE] --rootfs DIR|TARBALL --variant V --arch A --version X
-//	               [--size 2GiB] [--root-fs ext4|erofs|squashfs] [--compress zstd|xz|lz4|none]
-//	               [--cmdline ARGS] [--name NAME] [--json] --out DIR
-//	imgbuild disk [--size SIZE] [--sector-size N] [--disk-guid GUID] [--json] OUT
+//	               [--size 2GiB] [--partition-plan unified|split] [--root-fs ext4|erofs|squashfs]
+//	               [--compress zstd|xz|lz4|none] [--cmdline ARGS] [--name NAME]
+//	               [--uefi [--uefi-kernel FILE] [--uefi-initrd FILE] [--grub-efi FILE]] [--esp-size SIZE] [--json] --out DIR
+//	imgbuild disk [--size SIZE] [--partition-plan split|unified] [--sector-size N] [--disk-guid GUID] [--json] OUT
 //	imgbuild verity format|verify|dump ...
 //
 // Description:
@@ -16,15 +17,21 @@
 //	root file system made by mke2fs -d, mkfs.erofs or mksquashfs, its
 //	dm-verity hash tree, a BOOT file system with the kernel, the initrd
 //	and boot.conf carrying the kernel command line with the dm-verity
-//	table, an empty FAT ESP), the three compressed update artifacts, and
-//	release.json for "updata add-update --from-release". The same inputs
-//	and SOURCE_DATE_EPOCH give the same bytes. Nothing half-written is
-//	left at DIR on an error or a signal.
+//	table, a FAT ESP: empty, or with --uefi GRUB and stage one, the boot
+//	selector's kernel and initramfs, which GRUB starts from the ESP
+//	itself), the three compressed update artifacts, and
+//	release.json for "updata add-update --from-release". The disk follows
+//	Bottlerocket's unified plan (DATA at the end of the disk) or, with
+//	--partition-plan split, its OS-disk plan (DATA on another disk). The
+//	same inputs and SOURCE_DATE_EPOCH give the same bytes. Nothing
+//	half-written is left at DIR on an error or a signal.
 //
 //	disk writes an empty Bottlerocket A/B OS disk image: a GPT with
 //	BIOS-BOOT, EFI-SYSTEM, BOOT/ROOT/HASH/RESERVED for sets A and B,
-//	EFI-BACKUP, PRIVATE and the marker partition, set A marked as a fresh
-//	build (priority 1, successful). OUT is created as a sparse file.
+//	EFI-BACKUP, PRIVATE and the 1 MiB DATA-A placeholder of the split plan
+//	(--partition-plan unified: the DATA partition, as build makes), set A
+//	marked as a fresh build (priority 1, successful). OUT is created as a
+//	sparse file.
 //
 // Options: see imgbuild COMMAND --help.
 //

@@ -80,8 +80,9 @@ func parseSize(s string) (int64, error) {
 }
 
 func runDisk(ctx context.Context, args []string, stdout io.Writer) error {
-	fs, parse := newFlags("disk", "[--size SIZE] [--sector-size N] [--disk-guid GUID] [--force] [--json] OUT", stdout)
+	fs, parse := newFlags("disk", "[--size SIZE] [--partition-plan split|unified] [--sector-size N] [--disk-guid GUID] [--force] [--json] OUT", stdout)
 	size := fs.String("size", "2GiB", "disk `SIZE` (KiB, MiB, GiB, TiB): a whole number of sectors")
+	planName := fs.String("partition-plan", string(image.PlanSplit), "Bottlerocket partition `PLAN`: split (the OS disk, DATA on another disk) or unified (DATA at the end, as imgbuild build makes)")
 	ss := fs.Int("sector-size", 512, "logical sector size, 512 or 4096")
 	guid := fs.String("disk-guid", "", "disk `GUID`, not all zeros (default: random)")
 	asJSON := fs.Bool("json", false, "print the layout as JSON")
@@ -99,6 +100,10 @@ func runDisk(ctx context.Context, args []string, stdout io.Writer) error {
 	if *ss != 512 && *ss != 4096 {
 		return usagef("disk: --sector-size %d: want 512 or 4096", *ss)
 	}
+	pp, err := image.ParsePartitionPlan(*planName)
+	if err != nil {
+		return usagef("disk: --partition-plan: %v", err)
+	}
 	if bytes%int64(*ss) != 0 {
 		return usagef("disk: --size %s is %d bytes, not a whole number of %d-byte sectors", *size, bytes, *ss)
 	}
@@ -115,7 +120,7 @@ func runDisk(ctx context.Context, args []string, stdout io.Writer) error {
 		g[7] = g[7]&0x0f | 0x40 // version 4: the high nibble of field 3, little-endian on disk
 		g[8] = g[8]&0x3f | 0x80
 	}
-	plan, err := image.BottlerocketPlan(bytes)
+	plan, err := image.BottlerocketPlanFor(bytes, pp)
 	if err != nil {
 		return err
 	}

@@ -26,9 +26,14 @@ import (
 	"github.com/updog/updog/internal/testutil"
 )
 
-// demoLimit bounds the whole demo; it takes well under a minute on two
-// cores (the issue asks for under two).
-const demoLimit = 5 * time.Minute
+// demoGoal is how long the demo may take (the issue asks for under two
+// minutes); it takes well under one on two cores. Under CI a slower demo
+// fails; elsewhere the time is only reported. demoLimit bounds a demo that
+// hangs.
+const (
+	demoGoal  = 2 * time.Minute
+	demoLimit = 5 * time.Minute
+)
 
 // TestDemo runs scripts/demo.sh in a temporary directory with freshly
 // built binaries, then checks what each step printed, that the steps ran
@@ -46,6 +51,7 @@ func TestDemo(t *testing.T) {
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+"/", "./cmd/...")
 	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: bootsel is an initramfs's /init
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -58,10 +64,20 @@ func TestDemo(t *testing.T) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
 	err := cmd.Run()
+	took := time.Since(start)
 	log := out.String()
 	if err != nil {
-		t.Fatalf("demo.sh: %v\n%s", err, log)
+		t.Fatalf("demo.sh: %v (after %v)\n%s", err, took.Round(time.Second), log)
+	}
+	t.Logf("the demo took %v (the goal: under %v)", took.Round(100*time.Millisecond), demoGoal)
+	if took > demoGoal {
+		if testutil.InCI() {
+			t.Errorf("the demo took %v, more than %v", took.Round(100*time.Millisecond), demoGoal)
+		} else {
+			t.Logf("the demo took more than %v: under CI this is a failure", demoGoal)
+		}
 	}
 
 	// Every command a user types, in order, each followed by its result.
@@ -92,7 +108,7 @@ func TestDemo(t *testing.T) {
 		{"$ updog --config updog.toml --disk disk.img --active b rollback", "rolled back"},
 		{"$ updog --config updog.toml --disk disk.img --active b status", "Next:     set A"},
 		{"$ signpost --disk disk.img --active b status", "Next:    Set A"},
-		{"Everything is in " + dir, "qemu-system-x86_64"},
+		{"Everything is in " + dir, "To boot the disk image with QEMU"},
 	}
 	rest := log
 	for _, s := range steps {
@@ -109,6 +125,7 @@ func TestDemo(t *testing.T) {
 			t.Errorf("step %q: its output lacks %q:\n%s", s.cmd, s.result, rest[:next])
 		}
 	}
+	checkBootAdvice(t, log, dir, arch)
 	if strings.Contains(log, "is not set") {
 		t.Error("the demo builds are not reproducible: SOURCE_DATE_EPOCH was not set")
 	}
@@ -184,6 +201,53 @@ func TestDemo(t *testing.T) {
 	// The repository server was stopped.
 	if procs := processesNaming(dir); len(procs) > 0 {
 		t.Errorf("still running after the demo: %v", procs)
+	}
+}
+
+// checkBootAdvice checks how the demo ends: the QEMU command line that
+// boots the disk image through the boot chain (Debian's kernel and
+// bootsel's initramfs, the image as a virtio disk) and, when the machine
+// has no Debian kernel with its modules, what is missing; when it has,
+// the initramfs was built and both releases' BOOT file systems carry it.
+func checkBootAdvice(t *testing.T, log, dir, arch string) {
+	t.Helper()
+	i := strings.LastIndex(log, "Everything is in "+dir)
+	if i < 0 {
+		t.Fatal("the demo did not say where everything is")
+	}
+	end := log[i:]
+	cmdline := ""
+	if j := strings.Index(end, "\n  qemu-system-"+arch+" "); j >= 0 {
+		cmdline = end[j+3:]
+		if k := strings.Index(cmdline, "\n("); k >= 0 {
+			cmdline = cmdline[:k]
+		}
+		cmdline = strings.Join(strings.Fields(strings.ReplaceAll(cmdline, "\\\n", " ")), " ")
+	}
+	for _, want := range []string{
+		"-kernel " + filepath.Join(dir, "inputs", "vmlinuz") + " ",
+		"-initrd " + filepath.Join(dir, "inputs", "initrd.img") + " ",
+		"-append console=ttyS0 ",
+		"-drive file=" + filepath.Join(dir, "build-1.0.0", "updog-demo-"+arch+"-1.0.0.img") + ",format=raw,if=virtio",
+	} {
+		if !strings.Contains(cmdline+" ", want) {
+			t.Errorf("the QEMU command the demo ends with (%q) lacks %q; the demo ended:\n%s", cmdline, want, end)
+		}
+	}
+	if strings.Contains(log, "(kernel: Debian's ") && !strings.Contains(log, "no initramfs:") {
+		if !strings.Contains(end, "Boot it:") {
+			t.Errorf("with Debian's kernel, the demo does not say the image boots:\n%s", end)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "inputs", "initrd.img")); err != nil {
+			t.Errorf("the initramfs the QEMU command names: %v", err)
+		}
+		for _, v := range []string{"1.0.0", "1.1.0"} {
+			if !strings.Contains(log, "$ imgbuild build --kernel inputs/vmlinuz --initrd inputs/initrd.img --rootfs inputs/rootfs-"+v) {
+				t.Errorf("release %s was not built with the initramfs", v)
+			}
+		}
+	} else if !strings.Contains(end, "This machine lacks what booting needs: ") {
+		t.Errorf("without Debian's kernel and its modules, the demo does not say what booting needs:\n%s", end)
 	}
 }
 

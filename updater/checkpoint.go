@@ -55,6 +55,10 @@ import (
 // checkpoints (Options.CheckpointEvery).
 const DefaultCheckpointEvery = 2 << 20
 
+// MaxCheckpointEvery is the most checkpoint_every may say: an interrupted
+// install reads again at most 8 MiB, plus the read-ahead and a frame.
+const MaxCheckpointEvery = 8 << 20
+
 const checkpointFile = "checkpoint.json"
 
 type partRef struct {

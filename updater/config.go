@@ -43,8 +43,9 @@ type Config struct {
 	MachineID string `toml:"machine_id"`
 
 	// CheckpointEvery is how much compressed input an install reads
-	// between two checkpoints (bytes; default 2 MiB): what an interrupted
-	// install downloads again, at most, besides its read-ahead.
+	// between two checkpoints (bytes; default 2 MiB, at most 8 MiB): what
+	// an interrupted install downloads again, at most, besides its
+	// read-ahead.
 	CheckpointEvery int64 `toml:"checkpoint_every"`
 
 	// Delta is "auto" (default), "off" or "required": how the root image
@@ -262,8 +263,9 @@ func (c *Config) fill() error {
 	switch {
 	case c.CheckpointEvery == 0:
 		c.CheckpointEvery = DefaultCheckpointEvery
-	case c.CheckpointEvery < 64<<10 || c.CheckpointEvery > 1<<40:
-		return bad("checkpoint_every", "%d bytes is not between 64 KiB and 1 TiB", c.CheckpointEvery)
+	case c.CheckpointEvery < 64<<10 || c.CheckpointEvery > MaxCheckpointEvery:
+		return bad("checkpoint_every", "%d bytes is not between 64 KiB and %d MiB (an interruption costs at most this plus the read-ahead)",
+			c.CheckpointEvery, MaxCheckpointEvery>>20)
 	}
 	if err := c.fillDelta(); err != nil {
 		return err

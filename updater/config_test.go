@@ -258,3 +258,16 @@ func FuzzOSRelease(f *testing.F) {
 		}
 	})
 }
+
+// checkpoint_every is bounded by what an interruption may cost (issue 12:
+// at most 8 MiB, plus the read-ahead and a frame).
+func TestCheckpointEveryBound(t *testing.T) {
+	t.Parallel()
+	for v, ok := range map[int64]bool{64 << 10: true, MaxCheckpointEvery: true, MaxCheckpointEvery + 1: false, 1 << 40: false, 65535: false} {
+		text := fmt.Sprintf("metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\ncheckpoint_every = %d\n", v)
+		_, err := ParseConfig("u.toml", []byte(text))
+		if ok != (err == nil) || err != nil && !strings.Contains(err.Error(), "checkpoint_every") {
+			t.Errorf("checkpoint_every = %d: %v", v, err)
+		}
+	}
+}

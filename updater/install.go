@@ -223,6 +223,9 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	if check == nil {
 		ck.capture = outHash.(encoding.BinaryMarshaler).MarshalBinary
 	}
+	if s.u.o.CheckpointEvery < 0 {
+		ck = nil // no checkpoints, no syncs before the end (measurements)
+	}
 	w.n, err = copyImage(ctx, dec.src, dst, ip.Out, dst.Size(), sinks, nil, func() { st.Close() }, ck)
 	w.resumes = st.Resumes()
 	if err != nil {

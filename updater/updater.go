@@ -72,7 +72,9 @@ type Options struct {
 	// LockBackoff overrides the fleet lock client's backoff (tests).
 	LockBackoff func(attempt int) time.Duration
 	// CheckpointEvery is the most compressed input between two install
-	// checkpoints (default DefaultCheckpointEvery).
+	// checkpoints (default: the configuration's, else
+	// DefaultCheckpointEvery); negative: no checkpoints (an interruption
+	// starts the install over; for measurements).
 	CheckpointEvery int64
 	// WrapPartition, when set, wraps each inactive partition before it is
 	// written (tests simulate power cuts with it).
@@ -129,10 +131,10 @@ func New(o Options) (*Updater, error) {
 	if o.Reboot == nil {
 		o.Reboot = systemReboot
 	}
-	if o.CheckpointEvery <= 0 {
+	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = o.Config.CheckpointEvery
 	}
-	if o.CheckpointEvery <= 0 {
+	if o.CheckpointEvery == 0 {
 		o.CheckpointEvery = DefaultCheckpointEvery
 	}
 	st, err := openStore(o.Config.StateDir)

@@ -93,6 +93,7 @@ type command struct {
 
 type cmdOpts struct {
 	all, now, dryRun, reboot bool
+	noCheckpoints            bool
 	image, from              string
 	grace, lockWait          time.Duration
 }
@@ -118,6 +119,13 @@ type cmdCtx struct {
 	prog   interface{ Wait() }
 }
 
+// noCheckpoints adds --no-checkpoints: an install that records no
+// checkpoints, so that an interruption starts it over (what a checkpoint
+// costs is measured against it: make bench).
+func noCheckpoints(fs *pflag.FlagSet, o *cmdOpts) {
+	fs.BoolVar(&o.noCheckpoints, "no-checkpoints", false, "record no checkpoints: an interrupted install starts over (for measurements)")
+}
+
 var commands = map[string]command{
 	"check-update": {"[--all] [--now] [--image VERSION]", "the release this host would take",
 		func(fs *pflag.FlagSet, o *cmdOpts) {
@@ -132,6 +140,7 @@ var commands = map[string]command{
 			fs.BoolVar(&o.now, "now", false, "ignore the rollout waves")
 			fs.StringVar(&o.image, "image", "", "this exact `VERSION` (waves and earlier failures do not apply)")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan; change nothing")
+			noCheckpoints(fs, o)
 			o.offline(fs)
 		}, cmdUpdate(true), true},
 	"update-image": {"[--now] [--image VERSION] [--dry-run]", "write and verify the release into the inactive set; do not switch",
@@ -139,6 +148,7 @@ var commands = map[string]command{
 			fs.BoolVar(&o.now, "now", false, "ignore the rollout waves")
 			fs.StringVar(&o.image, "image", "", "this exact `VERSION`")
 			fs.BoolVar(&o.dryRun, "dry-run", false, "print the plan; change nothing")
+			noCheckpoints(fs, o)
 			o.offline(fs)
 		}, cmdUpdate(false), true},
 	"update-apply": {"[--reboot]", "switch to the set update-image wrote and verified",
@@ -261,6 +271,9 @@ func execute(ctx context.Context, name string, cmd command, g *globals, o *cmdOp
 	c := &cmdCtx{name: name, g: g, o: o, stdout: stdout, stderr: stderr}
 	opts := updater.Options{Config: cfg, Disk: g.disk, Active: g.active, SectorSize: g.sectorSize, Host: e.host,
 		Now: e.now, Logger: logger, Reboot: e.reboot, From: o.from, OfflineGrace: o.grace, LockWait: o.lockWait}
+	if o.noCheckpoints {
+		opts.CheckpointEvery = -1
+	}
 	if prog := progressFor(g.json, stderr, e); prog != nil {
 		opts.Progress = prog
 		c.prog = prog

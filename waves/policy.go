@@ -19,6 +19,10 @@ var ErrPolicy = errors.New("waves: invalid wave policy")
 // long for a time.Duration (about 292 years).
 var ErrOffset = errors.New("waves: invalid offset")
 
+// ErrOffsetTooLong means an offset is a duration, longer than a
+// time.Duration holds (it also matches ErrOffset).
+var ErrOffsetTooLong = fmt.Errorf("%w: too long", ErrOffset)
+
 // PolicyError is one problem with a policy, matching ErrPolicy. It names
 // the wave and the key when the problem is theirs.
 type PolicyError struct {
@@ -368,10 +372,18 @@ var units = map[string]time.Duration{
 	"w": 7 * 24 * time.Hour, "week": 7 * 24 * time.Hour, "weeks": 7 * 24 * time.Hour,
 }
 
+// tooLongError is ErrOffsetTooLong with its detail.
+type tooLongError struct{ msg string }
+
+func (e *tooLongError) Error() string { return ErrOffset.Error() + ": " + e.msg }
+func (e *tooLongError) Is(target error) bool {
+	return target == ErrOffsetTooLong || target == ErrOffset
+}
+
 // ParseOffset reads a duration written for people: "1 hour", "4 hours",
 // "30 minutes", "1 day", "2 days 6 hours", "90m". Errors match ErrOffset;
-// a total too long for a time.Duration (about 292 years) is one, never a
-// value that wrapped around.
+// a total too long for a time.Duration (about 292 years) is one (matching
+// ErrOffsetTooLong too), never a value that wrapped around.
 func ParseOffset(s string) (time.Duration, error) {
 	fields := strings.Fields(strings.ToLower(s))
 	// Split "90m" into "90" "m".
@@ -388,7 +400,7 @@ func ParseOffset(s string) (time.Duration, error) {
 	if len(toks) == 0 || len(toks)%2 != 0 {
 		return 0, notDuration
 	}
-	tooLong := fmt.Errorf("%w: %q is longer than the longest offset, %.0f years", ErrOffset, s, math.Floor(float64(math.MaxInt64)/float64(365*24*time.Hour)))
+	tooLong := &tooLongError{fmt.Sprintf("%q is longer than the longest offset, %.0f years", s, math.Floor(float64(math.MaxInt64)/float64(365*24*time.Hour)))}
 	var d time.Duration
 	for i := 0; i < len(toks); i += 2 {
 		u, ok := units[toks[i+1]]

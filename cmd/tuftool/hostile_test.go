@@ -303,14 +303,18 @@ func TestHostileVersionOverflow(t *testing.T) {
 }
 
 // TestHostileCheckExpiryHugeWithin is issue 8 item 12: a window too large
-// for a duration is a usage error (exit 2), never a wrapped-around "ok".
+// for a duration holds every expiry (exit 3), never a wrapped-around "ok";
+// what is not a duration at all is a usage error.
 func TestHostileCheckExpiryHugeWithin(t *testing.T) {
 	f := newFixture(t)
 	must(t, append([]string{"create", "--root", f.root, "--outdir", f.p("repo")}, f.keys...)...)
-	for _, w := range []string{"99999999 weeks", "2147483647 weeks", "15250 weeks 15250 weeks"} {
-		if out, errs, code := tt("check-expiry", "--metadata-url", f.p("repo/metadata"), "--within", w); code != exitUsage {
-			t.Errorf("--within %q: exit %d, want 2 (usage): %s %s", w, code, out, errs)
+	for _, w := range []string{"99999999 weeks", "2147483647 weeks", "15250 weeks 15250 weeks", "99999999999999999999 days"} {
+		if out, errs, code := tt("check-expiry", "--metadata-url", f.p("repo/metadata"), "--within", w); code != exitExpiring || strings.Contains(out, " ok") {
+			t.Errorf("--within %q: exit %d, want 3 (expiring): %s %s", w, code, out, errs)
 		}
+	}
+	if _, _, code := tt("check-expiry", "--metadata-url", f.p("repo/metadata"), "--within", "forever"); code != exitUsage {
+		t.Errorf("--within forever: exit %d, want 2", code)
 	}
 	// The largest window that fits (about 290 years) reports everything.
 	if out, _, code := tt("check-expiry", "--metadata-url", f.p("repo/metadata"), "--within", "15000 weeks"); code != exitExpiring || strings.Contains(out, " ok") {

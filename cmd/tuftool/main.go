@@ -61,9 +61,9 @@
 //	Repositories are read over HTTP through HTTPS_PROXY (else HTTP_PROXY)
 //	and NO_PROXY from the environment, for http and https URLs alike.
 //
-// Exit status: 0 success, 1 error, 2 usage error (a --within too large
-// for a duration included), 3 (check-expiry) some metadata expires within
-// the window.
+// Exit status: 0 success, 1 error, 2 usage error, 3 (check-expiry) some
+// metadata expires within the window (a --within longer than a duration
+// holds is the longest window: everything that expires expires within it).
 package main
 
 import (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -534,10 +535,13 @@ func cmdCheckExpiry(e *env, args []string) error {
 	if *metaURL == "" {
 		return usagef("check-expiry: --metadata-url is required")
 	}
-	// A window that does not fit a time.Duration (about 292 years) is a
-	// usage error, never a wrapped-around one: refused by the parser, or
-	// negative here.
+	// A window that does not fit a time.Duration (about 292 years) holds
+	// every expiry there is: it is the longest window, never a
+	// wrapped-around one (issue 8: such a window said "ok").
 	d, err := waves.ParseOffset(*within)
+	if errors.Is(err, waves.ErrOffsetTooLong) {
+		d, err = time.Duration(math.MaxInt64), nil
+	}
 	if err != nil {
 		return usagef("check-expiry: --within: %s", err)
 	}

@@ -368,7 +368,8 @@ func TestResumeAfterInterruptionLZ4(t *testing.T) {
 		t.Fatalf("the checkpoint of an lz4 root: codec %s, no restarts %v, at %d, state %d bytes", ip.Codec, ip.NoRestarts, ip.In, len(ip.CodecState))
 	}
 	st, err := u.Status(context.Background())
-	if err != nil || st.Install == nil || len(st.Install.RestartsFromZero) != 0 {
+	done := ip.In + cp.Images[KindBoot].In + cp.Images[KindHash].In
+	if err != nil || st.Install == nil || len(st.Install.RestartsFromZero) != 0 || st.Install.BytesDone != done {
 		t.Fatalf("status of an interrupted lz4 install: %+v %v", st.Install, err)
 	}
 	u.Unlock()

@@ -667,6 +667,9 @@ func cmdStatus(ctx context.Context, c *cmdCtx) error {
 	}
 	if in := st.Install; in != nil {
 		fmt.Fprintf(w, "Install:  %s into set %s: %d of %d bytes, %d resumes", in.Release.Version, strings.ToUpper(in.Set), in.BytesDone, in.BytesTotal, in.Resumes)
+		if in.Rate > 0 {
+			fmt.Fprintf(w, ", %.1f MB/s", in.Rate/1e6)
+		}
 		if len(in.RestartsFromZero) > 0 {
 			fmt.Fprintf(w, " (%s restart from zero after a process restart)", strings.Join(in.RestartsFromZero, ", "))
 		}

@@ -37,8 +37,11 @@ type harness struct {
 	stderr          bytes.Buffer
 }
 
-func newHarness(t *testing.T) *harness {
-	s := tuftest.New(t)
+func newHarness(t *testing.T) *harness { return newHarnessKeys(t, signing.Ed25519) }
+
+// newHarnessKeys is newHarness over a repository whose keys are of type kt.
+func newHarnessKeys(t *testing.T, kt signing.KeyType) *harness {
+	s := tuftest.NewWithKeyType(t, kt)
 	tmp := t.TempDir()
 	h := &harness{t: t, s: s, dir: filepath.Join(tmp, "metadata"), targetDir: filepath.Join(tmp, "targets"),
 		metaURL: s.MetadataURL(), tgtURL: s.TargetsURL()}
@@ -201,12 +204,21 @@ func TestInvalidInitialRoot(t *testing.T) {
 	}
 }
 
-func TestTimestampEqualVersions(t *testing.T) {
+// test_timestamp_content_changes (formerly test_timestamp_eq_versions_check):
+// the repository changes the timestamp's content without a new version;
+// the client keeps the timestamp it has and does not ask for the
+// snapshot the new content names.
+func TestTimestampContentChanges(t *testing.T) {
 	h := newHarness(t)
-	h.init()
-	h.refresh()
-	h.s.Timestamp.Signed.Meta["snapshot.json"].Version = 100 // same timestamp version, new content
-	h.refresh()
+	expect(t, "init", h.init(), 0)
+	expect(t, "refresh", h.refresh(), 0)
+	h.s.Timestamp.Signed.Meta["snapshot.json"].Version = 100 // still timestamp v1, re-signed when served
+	expect(t, "refresh", h.refresh(), 0)
+	r := h.requests()
+	expect(t, "last request", r[len(r)-1], "timestamp")
+	if slices.Contains(r, "snapshot@100") {
+		t.Errorf("the client asked for the snapshot the changed timestamp names: %v", r)
+	}
 	b, _ := os.ReadFile(filepath.Join(h.dir, "timestamp.json"))
 	ts, err := metadata.Timestamp().FromBytes(b)
 	if err != nil {
@@ -518,6 +530,109 @@ func TestDuplicateKeysRoot(t *testing.T) {
 	expect(t, "snapshot", h.version("snapshot"), 1)
 }
 
+// initialSetupForKeyThreshold is the suite's initial_setup_for_key_threshold:
+// the snapshot threshold goes to 3 (root v2), a second key is added (root
+// v3, snapshot v2 signed by two: refused), then two more (root v4,
+// snapshot v3 signed by four: accepted).
+func initialSetupForKeyThreshold(t *testing.T, h *harness) {
+	t.Helper()
+	h.s.Root.Signed.Roles["snapshot"].Threshold = 3
+	h.s.BumpRoot() // v2
+	h.s.AddKey("snapshot", "root")
+	h.s.UpdateTimestamp()
+	h.s.UpdateSnapshot()
+	h.s.BumpRoot() // v3
+	expect(t, "refresh below the threshold", h.refresh(), 1)
+	h.s.AddKey("snapshot", "root")
+	h.s.AddKey("snapshot", "root")
+	h.s.UpdateTimestamp()
+	h.s.UpdateSnapshot()
+	h.s.BumpRoot() // v4
+	expect(t, "snapshot keys", len(h.s.Root.Signed.Roles["snapshot"].KeyIDs), 4)
+	expect(t, "refresh at the threshold", h.refresh(), 0)
+	expect(t, "snapshot", h.version("snapshot"), 3)
+	expect(t, "root", h.version("root"), 4)
+}
+
+// signatures counts the signatures on a served metadata file.
+func signatures(t *testing.T, b []byte) int {
+	t.Helper()
+	var md struct {
+		Signatures []json.RawMessage `json:"signatures"`
+	}
+	if err := json.Unmarshal(b, &md); err != nil {
+		t.Fatal(err)
+	}
+	return len(md.Signatures)
+}
+
+// test_root_has_keys_but_not_snapshot: the root lists more snapshot keys
+// than sign the snapshot; the threshold counts signatures by listed keys,
+// never the keys the root lists.
+func TestRootHasKeysButNotSnapshot(t *testing.T) {
+	h := newHarness(t)
+	expect(t, "init", h.init(), 0)
+	h.refresh()
+	expectSlice(t, "trusted", h.trustedRoles(), []string{"root@1", "snapshot@1", "targets@1", "timestamp@1"})
+	expect(t, "snapshot", h.version("snapshot"), 1)
+	expect(t, "snapshot signatures", signatures(t, h.s.Fetch("1.snapshot.json")), 1)
+
+	initialSetupForKeyThreshold(t, h)
+
+	h.s.Root.Signed.Roles["snapshot"].Threshold = 5
+	h.s.BumpRoot() // v5
+	expect(t, "refresh with threshold 5", h.refresh(), 1)
+	expect(t, "root", h.version("root"), 5)
+	expect(t, "snapshot", h.version("snapshot"), 3)
+
+	// An ECDSA key id listed for the snapshot only in the repository's
+	// root (upstream does not publish it: the served root stays v5).
+	k := tuftest.KeyOfType(t, signing.ECDSA)
+	id, _ := k.Key().ID()
+	h.s.Root.Signed.Roles["snapshot"].KeyIDs = append(h.s.Root.Signed.Roles["snapshot"].KeyIDs, id)
+	expect(t, "snapshot keys", len(h.s.Root.Signed.Roles["snapshot"].KeyIDs), 5)
+	expect(t, "refresh", h.refresh(), 1)
+	expect(t, "root", h.version("root"), 5)
+	expect(t, "snapshot", h.version("snapshot"), 3)
+
+	// Beyond upstream: published too (root v6, five key ids of which one
+	// has no key and never signs, threshold 5), with a new snapshot signed
+	// by the four: still refused.
+	h.s.BumpRoot()
+	h.s.UpdateSnapshot()
+	expect(t, "refresh with the id published", h.refresh(), 1)
+	expect(t, "snapshot", h.version("snapshot"), 3)
+}
+
+// test_wrong_hashing_algorithm: a key's keyid_hash_algorithms (not part of
+// the specification) names md5; the client ignores it and updates.
+func TestWrongHashingAlgorithm(t *testing.T) {
+	h := newHarness(t)
+	expect(t, "init", h.init(), 0)
+	h.refresh()
+
+	initialSetupForKeyThreshold(t, h)
+	h.s.AddKey("snapshot", "root")
+	expect(t, "snapshot keys", len(h.s.Root.Signed.Roles["snapshot"].KeyIDs), 5)
+	h.s.Root.Signed.Roles["snapshot"].Threshold = 5 // met: five signers
+
+	id := h.s.Root.Signed.Roles["snapshot"].KeyIDs[0]
+	key := *h.s.Root.Signed.Keys[id] // a copy: the signer's key stays as it is
+	key.UnrecognizedFields = map[string]any{"keyid_hash_algorithms": []any{"md5"}}
+	h.s.Root.Signed.Keys[id] = &key
+	h.s.BumpRoot()       // v5
+	h.s.UpdateSnapshot() // v4
+	expect(t, "repository root", h.s.Root.Signed.Version, 5)
+	expect(t, "repository snapshot", h.s.Snapshot.Signed.Version, 4)
+	if !bytes.Contains(h.s.SignedRoots[4], []byte(`"keyid_hash_algorithms"`)) {
+		t.Fatal("root v5 does not carry keyid_hash_algorithms")
+	}
+
+	expect(t, "refresh", h.refresh(), 0)
+	expect(t, "root", h.version("root"), h.s.Root.Signed.Version)
+	expect(t, "snapshot", h.version("snapshot"), h.s.Snapshot.Signed.Version)
+}
+
 // test_updater_key_rotations.py
 
 type mdVersion struct {
@@ -542,13 +657,22 @@ func TestRootRotations(t *testing.T) {
 		"1-of-3-bump-to-2-of-3-fails":                  {{[]int{1, 2, 3}, []int{1}, 1, true}, {[]int{1, 2, 3}, []int{2}, 2, false}},
 		"2-of-3-decrease-to-1-of-3-fails":              {{[]int{1, 2, 3}, []int{1, 2}, 2, true}, {[]int{1, 2, 3}, []int{1}, 1, false}},
 	}
+	for _, kt := range keyTypes {
+		t.Run(string(kt), func(t *testing.T) { testRootRotations(t, kt, cases) })
+	}
+}
+
+// keyTypes are the key types the suite generates keys of.
+var keyTypes = []signing.KeyType{signing.Ed25519, signing.ECDSA}
+
+func testRootRotations(t *testing.T, kt signing.KeyType, cases map[string][]mdVersion) {
 	signers := make([]signing.Signer, 10)
 	for i := range signers {
-		signers[i] = tuftest.Key(t)
+		signers[i] = tuftest.KeyOfType(t, kt)
 	}
 	for name, versions := range cases {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newHarnessKeys(t, kt)
 			h.s.SignedRoots = nil
 			h.s.Root.Signed.Version = 0
 			for _, v := range versions {
@@ -593,13 +717,19 @@ func TestNonRootRotations(t *testing.T) {
 		"3-of-5-first-combo":                   {[]int{0, 1, 2, 3, 4}, []int{0, 2, 4}, 3, true},
 		"3-of-5-fifth-combo":                   {[]int{0, 1, 2, 3, 4}, []int{2, 3, 4}, 3, true},
 	}
+	for _, kt := range keyTypes {
+		t.Run(string(kt), func(t *testing.T) { testNonRootRotations(t, kt, cases) })
+	}
+}
+
+func testNonRootRotations(t *testing.T, kt signing.KeyType, cases map[string]mdVersion) {
 	signers := make([]signing.Signer, 10)
 	for i := range signers {
-		signers[i] = tuftest.Key(t)
+		signers[i] = tuftest.KeyOfType(t, kt)
 	}
 	for name, v := range cases {
 		t.Run(name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newHarnessKeys(t, kt)
 			h.init()
 			for _, role := range []string{"timestamp", "snapshot", "targets"} {
 				rr := h.s.Root.Signed.Roles[role]
@@ -634,6 +764,53 @@ func TestNonRootRotations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The suite's repository simulator signs with ECDSA (P-256) keys as well
+// as ed25519: the basic refresh and downloads (top-level and delegated)
+// with every key ECDSA, then a rotation of every top-level role's key to
+// a new ECDSA key.
+func TestECDSARepository(t *testing.T) {
+	h := newHarnessKeys(t, signing.ECDSA)
+	for id, k := range h.s.Root.Signed.Keys {
+		if k.Type != metadata.KeyTypeECDSA_SHA2_P256 || k.Scheme != metadata.KeySchemeECDSA_SHA2_P256 {
+			t.Fatalf("key %s is %s/%s", id, k.Type, k.Scheme)
+		}
+	}
+	expect(t, "init", h.init(), 0)
+	expect(t, "refresh", h.refresh(), 0)
+	expectSlice(t, "requests", h.requests(), []string{"root@2", "timestamp", "snapshot@1", "targets@1"})
+	h.s.AddTarget("targets", "top", []byte("top-level target"))
+	delegate(h.s, "delegated", "delegatedpath/*")
+	h.s.AddTarget("delegated", "delegatedpath/file", []byte("delegated target"))
+	h.s.Publish("targets", "delegated")
+	expect(t, "download", h.download("top", "delegatedpath/file"), 0)
+	expectSlice(t, "downloaded", h.downloaded(), []string{"top-level target", "delegated target"})
+	expectSlice(t, "trusted", h.trustedRoles(), []string{"delegated@2", "root@1", "snapshot@2", "targets@2", "timestamp@2"})
+
+	for _, role := range []string{"root", "timestamp", "snapshot", "targets"} {
+		old := h.s.Signers["root"]
+		h.s.RotateKeys(role)
+		if role == "root" { // the new root is signed by the old key and the new
+			h.s.Signers["root"] = append(old, h.s.Signers["root"]...)
+		}
+		h.s.BumpRoot()
+		if role == "root" {
+			h.s.Signers["root"] = h.s.Signers["root"][len(old):]
+		}
+	}
+	h.s.AddTarget("targets", "after", []byte("after the rotation"))
+	h.s.Publish("targets")
+	expect(t, "download after the rotation", h.download("after"), 0)
+	expect(t, "root", h.version("root"), 5)
+	expect(t, "targets", h.version("targets"), 3)
+
+	// A signature by the retired ECDSA key no longer counts.
+	stale := tuftest.KeyOfType(t, signing.ECDSA)
+	h.s.Signers["targets"] = []signing.Signer{stale}
+	h.s.Publish("targets")
+	expect(t, "refresh with targets signed by an unlisted key", h.refresh(), 1)
+	expect(t, "targets", h.version("targets"), 3)
 }
 
 // test_file_download.py
@@ -821,6 +998,55 @@ func TestToughRepositories(t *testing.T) {
 			if got := h.downloaded(); len(got) != 1 || !strings.HasPrefix(got[0], c.want) {
 				t.Errorf("downloaded %q", got)
 			}
+		})
+	}
+}
+
+// test_static_repositories.py: the suite's static repositories, made by
+// real repository tools, served as they are (testdata/README.md says
+// where they come from): init from initial_root.json, refresh and download
+// targetpath at the time in faketime.
+func TestStaticRepositories(t *testing.T) {
+	for _, c := range []struct {
+		dir   string
+		want  string   // the artifact's content
+		roles []string // trusted afterwards
+	}{
+		{"tuf-on-ci-0.11", "artifact for tuf-on-ci repository\n",
+			[]string{"delegatedrole@2", "root@1", "snapshot@2", "targets@1", "timestamp@2"}},
+	} {
+		t.Run(c.dir, func(t *testing.T) {
+			repo := filepath.Join("testdata", c.dir)
+			read := func(name string) string {
+				b, err := os.ReadFile(filepath.Join(repo, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(string(b))
+			}
+			now, err := time.Parse("2006-01-02 15:04:05Z07:00", read("faketime"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := read("targetpath")
+			srv := httptest.NewServer(http.FileServer(http.Dir(repo)))
+			defer srv.Close()
+			h := newHarness(t)
+			h.metaURL, h.tgtURL = srv.URL+"/metadata", srv.URL+"/targets"
+			root, _ := os.ReadFile(filepath.Join(repo, "initial_root.json"))
+			expect(t, "init", h.run(now, "--metadata-dir", h.dir, "init", filepath.Join(repo, "initial_root.json")), 0)
+			if got, _ := os.ReadFile(filepath.Join(h.dir, "root.json")); !bytes.Equal(got, root) {
+				t.Fatal("init did not trust initial_root.json as it is")
+			}
+			expect(t, "refresh", h.refreshAt(now), 0)
+			expect(t, "download", h.downloadAt(now, target), 0)
+			expectSlice(t, "downloaded", h.downloaded(), []string{c.want})
+			expectSlice(t, "trusted", h.trustedRoles(), c.roles)
+			// Again: the artifact already there matches and is kept.
+			expect(t, "second download", h.downloadAt(now, target), 0)
+			expectSlice(t, "downloaded", h.downloaded(), []string{c.want})
+			// The repository's metadata expires in 2044.
+			expect(t, "refresh in 2045", h.refreshAt(time.Date(2045, 1, 1, 0, 0, 0, 0, time.UTC)), 1)
 		})
 	}
 }

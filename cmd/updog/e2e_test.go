@@ -541,9 +541,9 @@ func TestHostileSignalsMidWrite(t *testing.T) {
 
 // TestOfflineBundleNoNetwork: an air-gapped host updates from a bundle
 // made by tuftool export, in a network namespace with no interfaces (not
-// even loopback up): the same verification, zero network. An expired
-// bundle is refused with a message saying so, and accepted within
-// --offline-grace, which status then records.
+// even loopback up): the same verification, zero network. Both forms of
+// bundle: a tar file (unpacked under the state directory, then removed)
+// and a directory (read where it is).
 func TestOfflineBundleNoNetwork(t *testing.T) {
 	unshare := testutil.Tool(t, "unshare")
 	if os.Geteuid() != 0 {
@@ -552,33 +552,40 @@ func TestOfflineBundleNoNetwork(t *testing.T) {
 	if out, err := exec.Command(unshare, "-n", "true").CombinedOutput(); err != nil {
 		testutil.Missing(t, "unshare -n does not work here: %v %s", err, out)
 	}
-	w := newWorld(t)
-	w.release("1.1.0", 2)
-	w.publish()
-	bundle := filepath.Join(w.dir, "bundle.tar")
-	w.must("tuftool", "export", "--root", filepath.Join(w.dir, "root.json"), "--metadata-url", w.srv.URL+"/metadata",
-		"--targets-url", w.srv.URL+"/targets", "--out", bundle)
-	w.srv.Close() // the repository is gone too
-	offline := func(args ...string) (string, string, int) {
-		cmd := exec.Command(unshare, append([]string{"-n", filepath.Join(w.bin, "updog"), "--config", w.config, "--disk", w.disk, "--active", w.active}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return out.String(), errb.String(), code
-	}
-	if out, errs, code := offline("check-update", "--from", bundle); code != 0 || strings.TrimSpace(out) != "e2e 1.1.0" {
-		t.Fatalf("check-update from the bundle: %d %q %s", code, out, errs)
-	}
-	if out, errs, code := offline("update", "--from", bundle); code != 0 {
-		t.Fatalf("update from the bundle: %d %s %s", code, out, errs)
-	}
-	w.assertSetHolds(gptprio.SetB, "1.1.0")
-	if ents, _ := os.ReadDir(filepath.Join(w.dir, "state", "tmp")); len(ents) != 0 {
-		t.Fatalf("the unpacked bundle was left behind: %v", ents)
+	for _, form := range []string{"bundle.tar", "bundle"} {
+		t.Run(form, func(t *testing.T) {
+			w := newWorld(t)
+			w.release("1.1.0", 2)
+			w.publish()
+			bundle := filepath.Join(w.dir, form)
+			w.must("tuftool", "export", "--root", filepath.Join(w.dir, "root.json"), "--metadata-url", w.srv.URL+"/metadata",
+				"--targets-url", w.srv.URL+"/targets", "--out", bundle)
+			if fi, err := os.Stat(bundle); err != nil || fi.IsDir() != (form == "bundle") {
+				t.Fatalf("tuftool export --out %s made %v (%v)", form, fi, err)
+			}
+			w.srv.Close() // the repository is gone too
+			offline := func(args ...string) (string, string, int) {
+				cmd := exec.Command(unshare, append([]string{"-n", filepath.Join(w.bin, "updog"), "--config", w.config, "--disk", w.disk, "--active", w.active}, args...)...)
+				var out, errb bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &errb
+				err := cmd.Run()
+				code := 0
+				if ee, ok := err.(*exec.ExitError); ok {
+					code = ee.ExitCode()
+				}
+				return out.String(), errb.String(), code
+			}
+			if out, errs, code := offline("check-update", "--from", bundle); code != 0 || strings.TrimSpace(out) != "e2e 1.1.0" {
+				t.Fatalf("check-update from the bundle: %d %q %s", code, out, errs)
+			}
+			if out, errs, code := offline("update", "--from", bundle); code != 0 {
+				t.Fatalf("update from the bundle: %d %s %s", code, out, errs)
+			}
+			w.assertSetHolds(gptprio.SetB, "1.1.0")
+			if ents, _ := os.ReadDir(filepath.Join(w.dir, "state", "tmp")); len(ents) != 0 {
+				t.Fatalf("the unpacked bundle was left behind: %v", ents)
+			}
+		})
 	}
 }
 
@@ -598,13 +605,24 @@ func TestOfflineBundleExpired(t *testing.T) {
 	w.must("tuftool", "export", "--root", filepath.Join(w.dir, "root.json"), "--metadata-url", filepath.Join(repoDir, "metadata"),
 		"--targets-url", filepath.Join(repoDir, "targets"), "--out", bundle)
 	time.Sleep(3 * time.Second)
-	_, errs, code := w.updog("check-update", "--from", bundle)
-	if code != exitError || !strings.Contains(errs, "offline-grace") || !strings.Contains(errs, "timestamp") {
-		t.Fatalf("expired bundle: %d %s", code, errs)
+	// Refused by check-update and update alike, with a message that says
+	// the bundle has expired (which one, which role, when) and both ways
+	// past it: a fresh bundle from tuftool export, or --offline-grace.
+	for _, cmd := range []string{"check-update", "update"} {
+		_, errs, code := w.updog(cmd, "--from", bundle)
+		if code != exitError {
+			t.Fatalf("%s of an expired bundle: exit %d, want %d: %s", cmd, code, exitError, errs)
+		}
+		for _, want := range []string{bundle, "too old", "timestamp", "expired", "get a fresh one (tuftool export)", "--offline-grace"} {
+			if !strings.Contains(errs, want) {
+				t.Errorf("%s of an expired bundle: the message does not say %q: %s", cmd, want, errs)
+			}
+		}
 	}
 	if out, errs, code := w.updog("update", "--from", bundle, "--offline-grace", "1h"); code != 0 {
 		t.Fatalf("within the grace: %d %s %s", code, out, errs)
 	}
+	w.assertSetHolds(gptprio.SetB, "1.1.0")
 	if st := w.status(); st["offline_grace"] == nil {
 		t.Fatalf("status does not record the grace: %v", st)
 	}

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/updog/updog/signing"
@@ -64,9 +65,15 @@ type Sim struct {
 	// ComputeHashes puts lengths and hashes in the timestamp's and the
 	// snapshot's meta.
 	ComputeHashes bool
+	// KeyType is the type of the keys New, AddKey, RotateKeys and
+	// Delegate make (ed25519 unless NewWithKeyType chose another).
+	KeyType signing.KeyType
 	// Override, when it holds a file name (as requested, e.g.
 	// "2.snapshot.json" or "targets/abc.x"), serves those bytes instead.
 	Override map[string][]byte
+
+	sigMu    sync.Mutex
+	sigCache map[string][]metadata.Signature
 
 	requests       []Request
 	targetRequests []string
@@ -82,7 +89,15 @@ func (s *Sim) safeExpiry() time.Time {
 // Key makes a new ed25519 signer.
 func Key(t testing.TB) signing.Signer {
 	t.Helper()
-	k, err := signing.Generate(signing.Ed25519, 0)
+	return KeyOfType(t, signing.Ed25519)
+}
+
+// KeyOfType makes a new signer of a key type: ed25519 or ECDSA (P-256,
+// scheme ecdsa-sha2-nistp256, as the conformance suite's
+// CryptoSigner.generate_ecdsa makes).
+func KeyOfType(t testing.TB, kt signing.KeyType) signing.Signer {
+	t.Helper()
+	k, err := signing.Generate(kt, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +108,22 @@ func Key(t testing.TB) signing.Signer {
 	return s
 }
 
+// newKey makes a signer of the repository's key type.
+func (s *Sim) newKey() signing.Signer {
+	s.t.Helper()
+	return KeyOfType(s.t, s.KeyType)
+}
+
 // New makes a repository with one ed25519 key per top-level role,
 // consistent snapshots, every role at version 1, root version 1 published,
 // and starts its server.
-func New(t testing.TB) *Sim {
-	s := &Sim{t: t, Now: time.Now().UTC().Truncate(time.Second),
+func New(t testing.TB) *Sim { return NewWithKeyType(t, signing.Ed25519) }
+
+// NewWithKeyType is New with keys of another type (signing.ECDSA): for
+// the top-level roles, and for the keys AddKey, RotateKeys and Delegate
+// make later.
+func NewWithKeyType(t testing.TB, kt signing.KeyType) *Sim {
+	s := &Sim{t: t, Now: time.Now().UTC().Truncate(time.Second), KeyType: kt,
 		Delegated: map[string]*metadata.Metadata[metadata.TargetsType]{},
 		Signers:   map[string][]signing.Signer{}, Artifacts: map[string][]byte{}, Override: map[string][]byte{}}
 	exp := s.safeExpiry()
@@ -107,7 +133,7 @@ func New(t testing.TB) *Sim {
 	s.Snapshot = metadata.Snapshot(exp)
 	s.Targets = metadata.Targets(exp)
 	for _, role := range []string{"root", "timestamp", "snapshot", "targets"} {
-		k := Key(t)
+		k := s.newKey()
 		if err := s.Root.Signed.AddKey(k.Key(), role); err != nil {
 			t.Fatal(err)
 		}
@@ -126,17 +152,45 @@ func (s *Sim) TargetsURL() string  { return s.Server.URL + "/targets" }
 // TrustedRoot is root version 1, as a client is initialised with.
 func (s *Sim) TrustedRoot() []byte { return s.SignedRoots[0] }
 
-func sign[T metadata.Roles](t testing.TB, md *metadata.Metadata[T], signers []signing.Signer) []byte {
-	t.Helper()
-	md.Signatures = []metadata.Signature{}
+// sign signs md with signers and serialises it. The signatures of a given
+// content by a given set of keys are kept and reused, so that a role
+// served twice unchanged is the same bytes whatever the key type (ECDSA
+// signatures are randomised; ed25519's are not), as the suite's simulator,
+// which keeps each role's signed bytes until it is published again.
+func sign[T metadata.Roles](s *Sim, md *metadata.Metadata[T], signers []signing.Signer) []byte {
+	s.t.Helper()
+	payload, err := cjson.EncodeCanonical(md.Signed)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var key strings.Builder
+	key.Write(payload)
 	for _, k := range signers {
-		if err := signing.SignMetadata(context.Background(), md, k); err != nil {
-			t.Fatal(err)
+		id, _ := k.Key().ID()
+		key.WriteString("\x00" + id)
+	}
+	s.sigMu.Lock()
+	sigs, ok := s.sigCache[key.String()]
+	s.sigMu.Unlock()
+	if ok {
+		md.Signatures = slices.Clone(sigs)
+	} else {
+		md.Signatures = []metadata.Signature{}
+		for _, k := range signers {
+			if err := signing.SignMetadata(context.Background(), md, k); err != nil {
+				s.t.Fatal(err)
+			}
 		}
+		s.sigMu.Lock()
+		if s.sigCache == nil {
+			s.sigCache = map[string][]metadata.Signature{}
+		}
+		s.sigCache[key.String()] = slices.Clone(md.Signatures)
+		s.sigMu.Unlock()
 	}
 	b, err := md.ToBytes(false)
 	if err != nil {
-		t.Fatal(err)
+		s.t.Fatal(err)
 	}
 	return b
 }
@@ -146,7 +200,7 @@ func sign[T metadata.Roles](t testing.TB, md *metadata.Metadata[T], signers []si
 func (s *Sim) PublishRoot() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := sign(s.t, s.Root, s.Signers["root"])
+	b := sign(s, s.Root, s.Signers["root"])
 	s.SignedRoots = append(s.SignedRoots, b)
 }
 
@@ -159,7 +213,7 @@ func (s *Sim) BumpRoot() {
 // AddKey adds a new key for role: to the root for a top-level role, to the
 // delegator's delegations otherwise. It returns the signer.
 func (s *Sim) AddKey(role, delegator string) signing.Signer {
-	k := Key(s.t)
+	k := s.newKey()
 	if delegator == "" || delegator == "root" {
 		if err := s.Root.Signed.AddKey(k.Key(), role); err != nil {
 			s.t.Fatal(err)
@@ -213,7 +267,7 @@ func (s *Sim) Delegate(delegator string, role metadata.DelegatedRole, keys ...si
 		role.KeyIDs = []string{}
 	}
 	if len(keys) == 0 {
-		k := Key(s.t)
+		k := s.newKey()
 		keys = []signing.Signer{k}
 		s.Signers[role.Name] = append(s.Signers[role.Name], k)
 	}
@@ -239,7 +293,7 @@ func (s *Sim) AddTarget(role, p string, data []byte) {
 
 // roleBytes signs a targets role as it is now.
 func (s *Sim) roleBytes(name string) []byte {
-	return sign(s.t, s.TargetsRole(name), s.Signers[name])
+	return sign(s, s.TargetsRole(name), s.Signers[name])
 }
 
 // UpdateSnapshot lists every targets role at its current version (with
@@ -267,7 +321,7 @@ func (s *Sim) UpdateSnapshot() {
 func (s *Sim) UpdateTimestamp() {
 	m := &metadata.MetaFiles{Version: s.Snapshot.Signed.Version}
 	if s.ComputeHashes {
-		b := sign(s.t, s.Snapshot, s.Signers["snapshot"])
+		b := sign(s, s.Snapshot, s.Signers["snapshot"])
 		sum := sha256.Sum256(b)
 		m.Length, m.Hashes = int64(len(b)), metadata.Hashes{"sha256": sum[:]}
 	}
@@ -370,12 +424,12 @@ func (s *Sim) metadataLocked(file string, record bool) ([]byte, bool) {
 		if version != 0 {
 			return nil, false
 		}
-		return sign(s.t, s.Timestamp, s.Signers["timestamp"]), true
+		return sign(s, s.Timestamp, s.Signers["timestamp"]), true
 	case "snapshot":
 		if s.Root.Signed.ConsistentSnapshot && version != s.Snapshot.Signed.Version {
 			return nil, false
 		}
-		return sign(s.t, s.Snapshot, s.Signers["snapshot"]), true
+		return sign(s, s.Snapshot, s.Signers["snapshot"]), true
 	}
 	md := s.Targets
 	if role != "targets" {
@@ -386,7 +440,7 @@ func (s *Sim) metadataLocked(file string, record bool) ([]byte, bool) {
 	if s.Root.Signed.ConsistentSnapshot && version != md.Signed.Version {
 		return nil, false
 	}
-	return sign(s.t, md, s.Signers[role]), true
+	return sign(s, md, s.Signers[role]), true
 }
 
 func (s *Sim) serve(w http.ResponseWriter, r *http.Request) {
@@ -469,8 +523,8 @@ func (s *Sim) WriteTo(dir string) {
 		}
 		return n
 	}
-	write(filepath.Join(meta, "timestamp.json"), sign(s.t, s.Timestamp, s.Signers["timestamp"]))
-	write(filepath.Join(meta, name("snapshot", s.Snapshot.Signed.Version)), sign(s.t, s.Snapshot, s.Signers["snapshot"]))
+	write(filepath.Join(meta, "timestamp.json"), sign(s, s.Timestamp, s.Signers["timestamp"]))
+	write(filepath.Join(meta, name("snapshot", s.Snapshot.Signed.Version)), sign(s, s.Snapshot, s.Signers["snapshot"]))
 	for _, r := range append([]string{"targets"}, s.delegatedNames()...) {
 		write(filepath.Join(meta, name(r, s.TargetsRole(r).Signed.Version)), s.roleBytes(r))
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/url"
 	"os"
@@ -425,10 +427,25 @@ func UpdateDelegatedTargets(ctx context.Context, p *Published, role, dir, prefix
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Join(outdir, incomingTargets), PublicDirMode); err != nil {
+	// The targets are staged beside outdir/targets and moved into it only
+	// once the role is signed: a refusal (a wrong key, a name the
+	// delegation does not trust) leaves nothing behind.
+	_, statErr := os.Lstat(outdir)
+	if err := os.MkdirAll(outdir, PublicDirMode); err != nil {
 		return nil, err
 	}
-	s := &staged{targetsDir: filepath.Join(outdir, incomingTargets)}
+	stage, err := os.MkdirTemp(outdir, ".targets-")
+	if err != nil {
+		return nil, err
+	}
+	done := false
+	defer func() {
+		os.RemoveAll(stage)
+		if !done && errors.Is(statErr, os.ErrNotExist) {
+			os.Remove(outdir) // only when empty: it did not exist before
+		}
+	}()
+	s := &staged{targetsDir: stage}
 	for _, n := range names {
 		name := prefix + n
 		if _, err := tufclient.CheckTargetPath(name); err != nil {
@@ -447,8 +464,30 @@ func UpdateDelegatedTargets(ctx context.Context, p *Published, role, dir, prefix
 	if err := p.sign(ctx, role, md, e); err != nil {
 		return nil, err
 	}
+	final := filepath.Join(outdir, incomingTargets)
+	if err := mkdirPublic(outdir, final); err != nil {
+		return nil, err
+	}
+	err = filepath.WalkDir(stage, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(stage, path)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(final, rel)
+		if err := mkdirPublic(final, filepath.Dir(dst)); err != nil {
+			return err
+		}
+		return os.Rename(path, dst)
+	})
+	if err != nil {
+		return nil, err
+	}
+	done = true
 	in := newIncoming(role, md)
-	in.targetsDir = s.targetsDir
+	in.targetsDir = final
 	return in, nil
 }
 

@@ -61,6 +61,9 @@ func TestDelegationExportMirrorCLI(t *testing.T) {
 		"--root", root, "--metadata-url", p("repo2/metadata"), "-k", p("ts.pem"), "--outdir", p("in-bad")); code != exitError || !strings.Contains(errs, "threshold") {
 		t.Errorf("wrong key: %d %s", code, errs)
 	}
+	if _, err := os.Stat(p("in-bad")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused update left %s behind: %v", p("in-bad"), err)
+	}
 	must(t, append([]string{"update", "--root", root, "--metadata-url", p("repo2/metadata"), "--incoming-metadata", p("in3"), "--outdir", p("repo3")}, keys...)...)
 
 	must(t, "download", "--root", root, "--metadata-url", p("repo3/metadata"), "--targets-url", p("repo3/targets"), "--target-name", "team/image", p("out"))

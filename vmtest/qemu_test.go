@@ -175,8 +175,9 @@ func (l *lab) bootWith(phase, disk, usb string, firmware []string) *runResult {
 		os.Remove(p)
 		write(t, p, "")
 	}
+	// No network at all: -nodefaults adds no NIC, and -nic none says so.
 	args := []string{"-machine", "pc", "-cpu", "max", "-m", "1024", "-smp", "1", "-nodefaults", "-no-user-config",
-		"-display", "none", "-monitor", "none", "-rtc", "base=utc",
+		"-nic", "none", "-display", "none", "-monitor", "none", "-rtc", "base=utc",
 		"-drive", "file=" + disk + ",if=virtio,format=raw",
 		"-drive", "file=" + usb + ",if=virtio,format=raw,readonly=on",
 		"-serial", "file:" + r.console, "-serial", "file:" + r.proto}

@@ -241,6 +241,11 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 	}
 	if s.staged(rel) {
 		plan.Staged = true
+		// A run killed after it recorded the set as written and before it
+		// dropped the install's checkpoint left it: it is done with.
+		if err := u.store.dropCheckpoint(); err != nil {
+			return plan, err
+		}
 		// Written and verified earlier (the switch waited for a window or
 		// the fleet lock): go straight to the switch.
 		if !o.Apply {
@@ -295,6 +300,11 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 	s.st.Pending.Stage = StageWritten
 	s.st.LastAttempt.Outcome = "success"
 	if err := u.store.save(s.st); err != nil {
+		return plan, err
+	}
+	// Only now that the state says written: a kill before this leaves the
+	// checkpoint to go on from.
+	if err := u.store.dropCheckpoint(); err != nil {
 		return plan, err
 	}
 	if !o.Apply {

@@ -437,9 +437,10 @@ func (s *session) install(ctx context.Context, c *tufclient.Client, plan *Plan) 
 		}
 		return nil, err
 	}
-	if err := s.u.store.dropCheckpoint(); err != nil {
-		return nil, err
-	}
+	// The checkpoint stays until the caller has recorded the set as
+	// written (Update drops it then): a kill in between must not leave a
+	// state that says "writing" with no checkpoint, which would start the
+	// install over.
 	s.lastResumes += cp.Resumes
 	return rec, nil
 }
@@ -450,7 +451,7 @@ func resumableError(ctx context.Context, err error) bool {
 	if ctx.Err() != nil {
 		return true
 	}
-	return !errIs(err, ErrUntrusted, ErrCorrupt, ErrTrailingData, ErrImageTooLarge, ErrZstdFrame, fetch.ErrHash,
+	return !errIs(err, ErrUntrusted, ErrCorrupt, ErrTrailingData, ErrImageTooLarge, ErrZstdFrame, ErrLZ4Frame, ErrXZStream, fetch.ErrHash,
 		fetch.ErrTooLong, fetch.ErrTooShort, fetch.ErrChanged)
 }
 

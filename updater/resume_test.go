@@ -247,6 +247,63 @@ func TestCheckpointDiscarded(t *testing.T) {
 			b, _ = json.Marshal(&cp)
 			os.WriteFile(p, b, 0o600)
 		}, "outside"},
+		// The same release, its root target republished under the same
+		// name with other bytes (compressed in other frames): the signed
+		// length and hashes the checkpoint was made for are gone.
+		{"the signed root target changed", func(f *fixture, _ string) {
+			r := f.releases["1.1.0"]
+			old, err := os.ReadFile(filepath.Join(f.staging, r.names.Root))
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			comp := zstdFrames(f.t, r.root, 512<<10)
+			if bytes.Equal(comp, old) {
+				f.t.Fatal("the republished root target is the same")
+			}
+			if err := os.WriteFile(filepath.Join(f.staging, r.names.Root), comp, 0o644); err != nil {
+				f.t.Fatal(err)
+			}
+			f.publish(repo.Options{})
+		}, "the signed root target changed"},
+		// The inactive root partition is another one now (its unique
+		// GUID changed in the table).
+		{"the inactive partition changed", func(f *fixture, _ string) {
+			d, err := gptprio.OpenDisk(context.Background(), f.disk, gptprio.OpenOptions{})
+			if err != nil {
+				f.t.Fatal(err)
+			}
+			defer d.Close()
+			if _, _, err := d.Update(context.Background(), func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
+				nt := t.Clone()
+				nt.Partition(l.Sets[gptprio.SetB].Root).ID = gptprio.MustParseGUID("99999999-8888-4777-8666-555555555555")
+				return nt, nil
+			}); err != nil {
+				f.t.Fatal(err)
+			}
+		}, "the root partition is not the one it was made for"},
+		// Tampered checkpoints whose checksum was recomputed: valid files
+		// that lie.
+		{"a done image of the wrong size", func(f *fixture, p string) {
+			editCheckpoint(f.t, p, func(cp *checkpoint) {
+				if !cp.Images[KindBoot].Done {
+					f.t.Fatal("the boot image is not done at the interruption")
+				}
+				cp.Images[KindBoot].Out -= 4096
+			})
+		}, "its boot image is done with"},
+		{"input past the target's end", func(f *fixture, p string) {
+			editCheckpoint(f.t, p, func(cp *checkpoint) { cp.Images[KindRoot].In = cp.Images[KindRoot].Length + 1 })
+		}, "outside the image or the partition"},
+		{"a garbage hash state", func(f *fixture, p string) {
+			editCheckpoint(f.t, p, func(cp *checkpoint) {
+				for alg := range cp.Images[KindRoot].InState {
+					cp.Images[KindRoot].InState[alg] = []byte("not a hash state")
+				}
+			})
+		}, "its root restart point"},
+		{"another set", func(f *fixture, p string) {
+			editCheckpoint(f.t, p, func(cp *checkpoint) { cp.Set = "a" })
+		}, "it is for set a"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -278,6 +335,28 @@ func TestCheckpointDiscarded(t *testing.T) {
 			}
 			f.assertSetHolds(gptprio.SetB, f.releases[plan.Update().Version.String()])
 		})
+	}
+}
+
+// editCheckpoint rewrites a checkpoint file with edit applied and its
+// checksum recomputed: a tampered file that is valid.
+func editCheckpoint(t testing.TB, p string, edit func(cp *checkpoint)) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(b, &cp); err != nil {
+		t.Fatal(err)
+	}
+	edit(&cp)
+	cp.Sum = cp.sum()
+	if b, err = json.Marshal(&cp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -169,27 +169,13 @@ func FuzzZstdFrames(f *testing.F) {
 		if len(in) > fuzzMaxIn {
 			return
 		}
-		open := func(comp []byte, off, out int64) func(ctx context.Context) (source, error) {
-			return func(ctx context.Context) (source, error) {
-				return newZstdSource(ctx, bytes.NewReader(comp), off, out, 1+int(workers%4), nil)
-			}
+		open := func(ctx context.Context, comp []byte, off, out int64, _ []byte) (source, error) {
+			return newZstdSource(ctx, bytes.NewReader(comp), off, out, 1+int(workers%4), nil)
 		}
-		d := drainSource(t, 0, 0, int64(len(in)), open(in, 0, 0))
-		if d.err != nil || d.capped {
-			return
-		}
-		want, err := ref.DecodeAll(in, nil)
-		if err == nil && !bytes.Equal(d.out, want) {
-			t.Fatalf("decoded %d bytes, klauspost/compress decodes %d other ones", len(d.out), len(want))
-		}
-		if len(d.points) == 0 {
-			return
-		}
-		rp := d.points[len(d.points)/2]
-		again := drainSource(t, rp.In, rp.Out, int64(len(in))-rp.In, open(in[rp.In:], rp.In, rp.Out))
-		if again.err != nil || !bytes.Equal(again.out, d.out[rp.Out:]) {
-			t.Fatalf("restarting at %+v: %v, %d bytes, want %d", rp, again.err, len(again.out), len(d.out)-int(rp.Out))
-		}
+		fuzzAgainst(t, in, open, "klauspost/compress", func() ([]byte, bool) {
+			want, err := ref.DecodeAll(in, nil)
+			return want, err == nil
+		})
 	})
 }
 
@@ -241,14 +227,12 @@ func FuzzLZ4Frames(f *testing.F) {
 		if len(in) > fuzzMaxIn {
 			return
 		}
-		open := func(comp []byte, off, out int64, st []byte) func(ctx context.Context) (source, error) {
-			return func(ctx context.Context) (source, error) {
-				s, err := newLZ4Source(ctx, bytes.NewReader(comp), off, out, st, nil)
-				if err != nil {
-					return nil, err
-				}
-				return s, nil
+		open := func(ctx context.Context, comp []byte, off, out int64, st []byte) (source, error) {
+			s, err := newLZ4Source(ctx, bytes.NewReader(comp), off, out, st, nil)
+			if err != nil {
+				return nil, err
 			}
+			return s, nil
 		}
 		if len(state) > 0 {
 			// Going on from a restart state (a checkpoint's): the output
@@ -257,25 +241,13 @@ func FuzzLZ4Frames(f *testing.F) {
 			if fr, err := unmarshalLZ4Frame(state); err == nil {
 				out = fr.out
 			}
-			drainSource(t, 1<<20, out, int64(len(in)), open(in, 1<<20, out, state))
+			drainSource(t, 1<<20, out, int64(len(in)), opening(open, in, 1<<20, out, state))
 			return
 		}
-		d := drainSource(t, 0, 0, int64(len(in)), open(in, 0, 0, nil))
-		if d.err != nil || d.capped {
-			return
-		}
-		want, err := io.ReadAll(io.LimitReader(lz4.NewReader(bytes.NewReader(in)), fuzzMaxOut+1))
-		if err == nil && len(want) <= fuzzMaxOut && !bytes.Equal(d.out, want) {
-			t.Fatalf("decoded %d bytes, pierrec/lz4 decodes %d other ones", len(d.out), len(want))
-		}
-		if len(d.points) == 0 {
-			return
-		}
-		rp := d.points[len(d.points)/2]
-		again := drainSource(t, rp.In, rp.Out, int64(len(in))-rp.In, open(in[rp.In:], rp.In, rp.Out, rp.codec))
-		if again.err != nil || !bytes.Equal(again.out, d.out[rp.Out:]) {
-			t.Fatalf("restarting at %+v: %v, %d bytes, want %d", rp, again.err, len(again.out), len(d.out)-int(rp.Out))
-		}
+		fuzzAgainst(t, in, open, "pierrec/lz4", func() ([]byte, bool) {
+			want, err := io.ReadAll(io.LimitReader(lz4.NewReader(bytes.NewReader(in)), fuzzMaxOut+1))
+			return want, err == nil && len(want) <= fuzzMaxOut
+		})
 	})
 }
 
@@ -303,36 +275,57 @@ func FuzzXZStream(f *testing.F) {
 		if len(in) > fuzzMaxIn {
 			return
 		}
-		open := func(comp []byte, off, out int64, st []byte) func(ctx context.Context) (source, error) {
-			return func(ctx context.Context) (source, error) {
-				s, err := newXZSource(ctx, bytes.NewReader(comp), off, out, st, nil)
-				if err != nil {
-					return nil, err
-				}
-				return s, nil
+		open := func(ctx context.Context, comp []byte, off, out int64, st []byte) (source, error) {
+			s, err := newXZSource(ctx, bytes.NewReader(comp), off, out, st, nil)
+			if err != nil {
+				return nil, err
 			}
+			return s, nil
 		}
 		if len(state) > 0 {
-			drainSource(t, 1<<20, 1<<20, int64(len(in)), open(in, 1<<20, 1<<20, state))
+			drainSource(t, 1<<20, 1<<20, int64(len(in)), opening(open, in, 1<<20, 1<<20, state))
 			return
 		}
-		d := drainSource(t, 0, 0, int64(len(in)), open(in, 0, 0, nil))
-		if d.err != nil || d.capped {
-			return
-		}
-		if xr, err := (xz.ReaderConfig{SingleStream: true}).NewReader(bytes.NewReader(in)); err == nil {
-			want, err := io.ReadAll(io.LimitReader(xr, fuzzMaxOut+1))
-			if err == nil && len(want) <= fuzzMaxOut && !bytes.Equal(d.out, want) {
-				t.Fatalf("decoded %d bytes, ulikunitz/xz decodes %d other ones", len(d.out), len(want))
+		fuzzAgainst(t, in, open, "ulikunitz/xz", func() ([]byte, bool) {
+			xr, err := (xz.ReaderConfig{SingleStream: true}).NewReader(bytes.NewReader(in))
+			if err != nil {
+				return nil, false
 			}
-		}
-		if len(d.points) == 0 {
-			return
-		}
-		rp := d.points[len(d.points)/2]
-		again := drainSource(t, rp.In, rp.Out, int64(len(in))-rp.In, open(in[rp.In:], rp.In, rp.Out, rp.codec))
-		if again.err != nil || !bytes.Equal(again.out, d.out[rp.Out:]) {
-			t.Fatalf("restarting at %+v: %v, %d bytes, want %d", rp, again.err, len(again.out), len(d.out)-int(rp.Out))
-		}
+			want, err := io.ReadAll(io.LimitReader(xr, fuzzMaxOut+1))
+			return want, err == nil && len(want) <= fuzzMaxOut
+		})
 	})
+}
+
+// sourceAt opens a source over comp, whose first byte is at compressed
+// offset off and whose output starts at out, going on with a restart
+// point's codec state.
+type sourceAt func(ctx context.Context, comp []byte, off, out int64, state []byte) (source, error)
+
+// opening is open's arguments bound, for drainSource.
+func opening(open sourceAt, comp []byte, off, out int64, state []byte) func(ctx context.Context) (source, error) {
+	return func(ctx context.Context) (source, error) { return open(ctx, comp, off, out, state) }
+}
+
+// fuzzAgainst drains a source over in from its start; when it decodes
+// in whole, its output must be what the reference decoder makes of in
+// (want, when that accepts it), and restarting at its middle restart
+// point must give exactly the rest.
+func fuzzAgainst(t *testing.T, in []byte, open sourceAt, reference string, want func() ([]byte, bool)) {
+	t.Helper()
+	d := drainSource(t, 0, 0, int64(len(in)), opening(open, in, 0, 0, nil))
+	if d.err != nil || d.capped {
+		return
+	}
+	if w, ok := want(); ok && !bytes.Equal(d.out, w) {
+		t.Fatalf("decoded %d bytes, %s decodes %d other ones", len(d.out), reference, len(w))
+	}
+	if len(d.points) == 0 {
+		return
+	}
+	rp := d.points[len(d.points)/2]
+	again := drainSource(t, rp.In, rp.Out, int64(len(in))-rp.In, opening(open, in[rp.In:], rp.In, rp.Out, rp.codec))
+	if again.err != nil || !bytes.Equal(again.out, d.out[rp.Out:]) {
+		t.Fatalf("restarting at %+v: %v, %d bytes, want %d", rp, again.err, len(again.out), len(d.out)-int(rp.Out))
+	}
 }

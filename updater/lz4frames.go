@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/bits"
-	"sync"
 
 	"github.com/pierrec/lz4/v4"
 )
@@ -101,19 +100,13 @@ func unmarshalLZ4Frame(b []byte) (*lz4Frame, error) {
 // hands out one piece per block, with a restart point after every block
 // of a frame of independent blocks and after every frame.
 //
-// Read-ahead, as zstdSource: no block is started while readAhead
-// compressed bytes are read past the settled position (see hold, settle).
+// Read-ahead (readAheadGate): no block is started while readAhead
+// compressed bytes are read past the settled position.
 //
 // Memory: one compressed block buffer and lz4OutBuffers output buffers
 // of the frame's block size (4 MiB at most), allocated on first use.
 type lz4Source struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	settled int64
-	manual  bool
-
-	ctx     context.Context
-	cancel  context.CancelFunc
+	decodeLoop
 	r       io.Reader
 	in, pos int64 // compressed offset read; output offset decoded
 	snap    snapshotFunc
@@ -121,10 +114,6 @@ type lz4Source struct {
 	dict    []byte    // linked blocks: the last 64 KiB decoded
 	comp    []byte
 	outs    chan []byte
-	results chan result
-	wg      sync.WaitGroup
-	started bool
-	err     error
 	// left counts bytes read after the last frame that start no frame
 	// (trailing data: leftover reports them).
 	left int
@@ -138,29 +127,22 @@ type lz4Source struct {
 // the restart point's codec state (empty: between frames). At offset 0 it
 // reads the first frame's header before returning.
 func newLZ4Source(ctx context.Context, r io.Reader, in, out int64, state []byte, snap snapshotFunc) (*lz4Source, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	s := &lz4Source{ctx: ctx, cancel: cancel, r: r, in: in, pos: out, settled: in, snap: snap,
-		outs: make(chan []byte, lz4OutBuffers), results: make(chan result, 1)}
-	s.cond = sync.NewCond(&s.mu)
-	context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
+	s := &lz4Source{r: r, in: in, pos: out, snap: snap, outs: make(chan []byte, lz4OutBuffers)}
+	s.initLoop(ctx, in, s.run)
 	for range lz4OutBuffers {
 		s.outs <- nil
 	}
 	if len(state) > 0 {
 		f, err := unmarshalLZ4Frame(state)
 		if err != nil {
-			cancel()
+			s.cancel()
 			return nil, err
 		}
 		s.cur = f
 	} else if in == 0 {
 		f, eof, err := s.frame()
 		if err != nil || eof {
-			cancel()
+			s.cancel()
 			if err == nil {
 				err = fmt.Errorf("%w: no frame", ErrLZ4Frame)
 			}
@@ -266,35 +248,9 @@ func (s *lz4Source) frame() (f *lz4Frame, eof bool, err error) {
 	return f, false, nil
 }
 
-// start starts the decoding goroutine (at the first next).
-func (s *lz4Source) start() {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(s.results)
-		if err := s.run(); err != nil {
-			s.results <- result{err: err}
-		}
-	}()
-}
-
-// send hands a result out; false when the source is stopping.
-func (s *lz4Source) send(r result) bool {
-	select {
-	case s.results <- r:
-		return true
-	case <-s.ctx.Done():
-		return false
-	}
-}
-
 func (s *lz4Source) run() error {
 	for {
-		s.mu.Lock()
-		for s.in-s.settled >= readAhead && s.ctx.Err() == nil {
-			s.cond.Wait()
-		}
-		s.mu.Unlock()
+		s.wait(s.ctx, s.in)
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
@@ -417,79 +373,6 @@ func (s *lz4Source) block() (done bool, err error) {
 		r.end = &rp
 	}
 	return !s.send(r), nil
-}
-
-// next returns the next piece of output, io.EOF at the end.
-func (s *lz4Source) next() (piece, error) {
-	if !s.started {
-		s.started = true
-		s.start()
-	}
-	if s.err != nil {
-		return piece{}, s.err
-	}
-	var r result
-	var ok bool
-	select {
-	case r, ok = <-s.results:
-	case <-s.ctx.Done():
-		s.err = s.ctx.Err()
-		return piece{}, s.err
-	}
-	if !ok {
-		s.err = io.EOF
-		return piece{}, io.EOF
-	}
-	if r.err != nil {
-		s.err = r.err
-		return piece{}, r.err
-	}
-	if r.end != nil {
-		s.autoSettle(r.end.In)
-	}
-	done := r.done
-	if done == nil {
-		done = func() {}
-	}
-	return piece{p: r.p, restart: r.end, done: done}, nil
-}
-
-func (s *lz4Source) hold() {
-	s.mu.Lock()
-	s.manual = true
-	s.mu.Unlock()
-}
-
-func (s *lz4Source) settle(in int64) {
-	s.mu.Lock()
-	if in > s.settled {
-		s.settled = in
-		s.cond.Broadcast()
-	}
-	s.mu.Unlock()
-}
-
-func (s *lz4Source) autoSettle(in int64) {
-	s.mu.Lock()
-	manual := s.manual
-	s.mu.Unlock()
-	if !manual {
-		s.settle(in)
-	}
-}
-
-// close stops the decoding goroutine and waits for it.
-func (s *lz4Source) close() {
-	s.cancel()
-	if !s.started {
-		s.started = true
-		close(s.results)
-	}
-	go func() {
-		for range s.results {
-		}
-	}()
-	s.wg.Wait()
 }
 
 // leftover is the bytes read after the last frame that start no frame.

@@ -17,9 +17,7 @@ import (
 
 	"github.com/pierrec/lz4/v4"
 
-	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/testutil"
-	"github.com/updog/updog/repo"
 )
 
 func TestXXH32KnownAnswers(t *testing.T) {
@@ -102,27 +100,27 @@ func lz4CLI(t testing.TB, data []byte, flags ...string) []byte {
 	return out
 }
 
-// decodeLZ4 decodes comp from a restart point (in, out, state) and
-// returns the output and the restart points it handed out.
-func decodeLZ4(t testing.TB, comp []byte, in, out int64, state []byte) ([]byte, []restartPoint, *decoded, error) {
+// decodeFrom decodes comp (of codec) from a restart point (in, out,
+// state; 0, 0, nil: its start, sniffed) and returns the output, the
+// restart points handed out and the decoded source.
+func decodeFrom(t testing.TB, codec Codec, comp []byte, in, out int64, state []byte) ([]byte, []restartPoint, *decoded, error) {
 	t.Helper()
-	codec := Codec("")
-	if in > 0 {
-		codec = CodecLZ4
+	if in == 0 {
+		codec = ""
 	}
 	d, err := openSourceAt(context.Background(), bytes.NewReader(comp[in:]), codec, in, out, state, 2, nil)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	defer d.src.close()
 	var got []byte
 	var points []restartPoint
 	for {
 		pc, err := d.src.next()
 		if errors.Is(err, io.EOF) {
-			break
+			return got, points, d, nil
 		}
 		if err != nil {
-			d.src.close()
 			return got, points, d, err
 		}
 		got = append(got, pc.p...)
@@ -131,8 +129,12 @@ func decodeLZ4(t testing.TB, comp []byte, in, out int64, state []byte) ([]byte, 
 		}
 		pc.done()
 	}
-	d.src.close()
-	return got, points, d, nil
+}
+
+// decodeLZ4 is decodeFrom for LZ4.
+func decodeLZ4(t testing.TB, comp []byte, in, out int64, state []byte) ([]byte, []restartPoint, *decoded, error) {
+	t.Helper()
+	return decodeFrom(t, CodecLZ4, comp, in, out, state)
 }
 
 // TestLZ4Restart: streams of independent blocks restart at every block
@@ -341,25 +343,9 @@ func TestResumeAfterInterruptionLZ4(t *testing.T) {
 	f.codec = CodecLZ4
 	f.frames = 256 << 10
 	f.rootBytes = 24 << 20
-	r := f.addRelease("1.1.0", nil)
-	f.publish(repo.Options{})
-	fi, err := os.Stat(f.storedTarget(r.names.Root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootLen := fi.Size()
 	const every = 256 << 10
-	ctx, cancel := context.WithCancel(context.Background())
-	cs := &countingServer{f: f, target: r.names.Root, cancel: cancel}
-	cs.budget.Store(rootLen * 6 / 10)
-	f.setHandler(cs)
-	var got consumed
-	u := f.resumeUpdater(every, &got)
-	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted update: %v", err)
-	}
-	read := got.get(KindRoot)
-	cp, err := u.store.loadCheckpoint()
+	in := f.interruptRoot(every, 0.6)
+	cp, err := in.u.store.loadCheckpoint()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,23 +353,16 @@ func TestResumeAfterInterruptionLZ4(t *testing.T) {
 	if ip.Codec != CodecLZ4 || ip.NoRestarts || ip.In == 0 || len(ip.CodecState) == 0 {
 		t.Fatalf("the checkpoint of an lz4 root: codec %s, no restarts %v, at %d, state %d bytes", ip.Codec, ip.NoRestarts, ip.In, len(ip.CodecState))
 	}
-	st, err := u.Status(context.Background())
+	st, err := in.u.Status(context.Background())
 	done := ip.In + cp.Images[KindBoot].In + cp.Images[KindHash].In
 	if err != nil || st.Install == nil || len(st.Install.RestartsFromZero) != 0 || st.Install.BytesDone != done {
 		t.Fatalf("status of an interrupted lz4 install: %+v %v", st.Install, err)
 	}
-	u.Unlock()
-	cs.budget.Store(0)
-	u = f.resumeUpdater(every)
-	defer u.Unlock()
-	if _, err := u.Update(context.Background(), UpdateOptions{Apply: true}); err != nil {
-		t.Fatalf("resumed update: %v", err)
-	}
-	f.assertSetHolds(gptprio.SetB, r)
-	again := read - ip.In
-	block := int64(len(lz4Blocks(t, r.root[:256<<10], 256<<10)))
+	in.finish(f, every)
+	again := in.read - ip.In
+	block := int64(len(lz4Blocks(t, in.r.root[:256<<10], 256<<10)))
 	t.Logf("read %d of %d, checkpoint at %d: %d bytes read twice (bound %d + read-ahead %d + a block of %d)",
-		read, rootLen, ip.In, again, every, readAhead, block)
+		in.read, in.rootLen, ip.In, again, every, readAhead, block)
 	if again > every+readAhead+block || again < 0 {
 		t.Fatalf("%d bytes read twice after the interruption", again)
 	}
@@ -395,22 +374,9 @@ func TestStatusSaysGzipRestartsFromZero(t *testing.T) {
 	f := newFixtureRoot(t, 32)
 	f.codec = CodecGzip
 	f.rootBytes = 16 << 20
-	r := f.addRelease("1.1.0", nil)
-	f.publish(repo.Options{})
-	fi, err := os.Stat(f.storedTarget(r.names.Root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cs := &countingServer{f: f, target: r.names.Root, cancel: cancel}
-	cs.budget.Store(fi.Size() / 2)
-	f.setHandler(cs)
-	u := f.resumeUpdater(256 << 10)
-	defer u.Unlock()
-	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted update: %v", err)
-	}
-	st, err := u.Status(context.Background())
+	in := f.interruptRoot(256<<10, 0.5)
+	defer in.u.Unlock()
+	st, err := in.u.Status(context.Background())
 	if err != nil || st.Install == nil || len(st.Install.RestartsFromZero) != 1 || st.Install.RestartsFromZero[0] != KindRoot {
 		t.Fatalf("status of an interrupted gzip install: %+v %v", st.Install, err)
 	}

@@ -169,6 +169,51 @@ func (f *fixture) resumeUpdater(every int64, prog ...Progress) *Updater {
 	return u
 }
 
+// interruption is an update stopped part way through the root image.
+type interruption struct {
+	r             *testRelease
+	u             *Updater // locked
+	cs            *countingServer
+	rootLen, read int64 // the root target's length; the root bytes the updater read
+}
+
+// interruptRoot publishes release 1.1.0 (f's codec, frames and root size)
+// and runs an update with checkpoints every every (negative: none) that
+// is cancelled once the server has sent fraction of the root target.
+func (f *fixture) interruptRoot(every int64, fraction float64) *interruption {
+	f.t.Helper()
+	r := f.addRelease("1.1.0", nil)
+	f.publish(repo.Options{})
+	fi, err := os.Stat(f.storedTarget(r.names.Root))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cs := &countingServer{f: f, target: r.names.Root, cancel: cancel}
+	cs.budget.Store(int64(float64(fi.Size()) * fraction))
+	f.setHandler(cs)
+	var got consumed
+	u := f.resumeUpdater(every, &got)
+	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); !errors.Is(err, context.Canceled) {
+		f.t.Fatalf("interrupted update: %v", err)
+	}
+	return &interruption{r: r, u: u, cs: cs, rootLen: fi.Size(), read: got.get(KindRoot)}
+}
+
+// finish reruns the interrupted update in a new updater, unhindered, and
+// checks set B holds the release.
+func (in *interruption) finish(f *fixture, every int64) {
+	f.t.Helper()
+	in.u.Unlock()
+	in.cs.budget.Store(0)
+	u := f.resumeUpdater(every)
+	defer u.Unlock()
+	if _, err := u.Update(context.Background(), UpdateOptions{Apply: true}); err != nil {
+		f.t.Fatalf("resumed update: %v", err)
+	}
+	f.assertSetHolds(gptprio.SetB, in.r)
+}
+
 // TestResumeAfterInterruption: an install interrupted in the middle of
 // the root image goes on from its checkpoint in a new process,
 // re-downloading at most the checkpoint interval plus one frame.

@@ -13,7 +13,6 @@ import (
 	"hash/crc32"
 	"hash/crc64"
 	"io"
-	"sync"
 
 	"github.com/ulikunitz/xz/lzma"
 )
@@ -60,7 +59,15 @@ func newXZStream(flags [2]byte) *xzStream {
 
 // checkSize is the size of the block check.
 func (x *xzStream) checkSize() int {
-	return map[byte]int{0: 0, 1: 4, 4: 8, 10: 32}[x.flags[1]]
+	switch x.flags[1] {
+	case 1:
+		return 4
+	case 4:
+		return 8
+	case 10:
+		return 32
+	}
+	return 0
 }
 
 func (x *xzStream) check() hash.Hash {
@@ -127,15 +134,9 @@ func checkXZFlags(f [2]byte) error {
 // reading its input exactly (while block headers give compressed sizes),
 // and hands out pieces of at most pipeChunk bytes, with a restart point
 // after every block and at the end. One stream only: bytes after it are
-// left over (trailing data). Read-ahead as zstdSource.
+// left over (trailing data). Read-ahead: readAheadGate.
 type xzSource struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	settled int64
-	manual  bool
-
-	ctx     context.Context
-	cancel  context.CancelFunc
+	decodeLoop
 	r       io.Reader // exact until inexact is set
 	br      *bufio.Reader
 	inexact bool  // reading through br: no restart points
@@ -143,10 +144,6 @@ type xzSource struct {
 	snap    snapshotFunc
 	cur     *xzStream // the stream being decoded (nil: between streams)
 	outs    chan []byte
-	results chan result
-	wg      sync.WaitGroup
-	started bool
-	err     error
 	left    int
 	// first says whether the stream restarts at its first block boundary.
 	first bool
@@ -159,19 +156,12 @@ type xzSource struct {
 // past the start: after the stream's end). At offset 0 it reads the stream header and peeks at
 // the first block header before returning.
 func newXZSource(ctx context.Context, r io.Reader, in, out int64, state []byte, snap snapshotFunc) (*xzSource, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	s := &xzSource{ctx: ctx, cancel: cancel, r: r, in: in, pos: out, settled: in, snap: snap, first: true,
-		outs: make(chan []byte, pipeDepth), results: make(chan result, 1)}
-	s.cond = sync.NewCond(&s.mu)
-	context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
+	s := &xzSource{r: r, in: in, pos: out, snap: snap, first: true, outs: make(chan []byte, pipeDepth)}
+	s.initLoop(ctx, in, s.run)
 	for range pipeDepth {
 		s.outs <- nil
 	}
-	fail := func(err error) (*xzSource, error) { cancel(); return nil, err }
+	fail := func(err error) (*xzSource, error) { s.cancel(); return nil, err }
 	switch {
 	case len(state) > 0:
 		x, err := unmarshalXZStream(state)
@@ -239,26 +229,6 @@ func (s *xzSource) stream() error {
 	return nil
 }
 
-func (s *xzSource) start() {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer close(s.results)
-		if err := s.run(); err != nil {
-			s.results <- result{err: err}
-		}
-	}()
-}
-
-func (s *xzSource) send(r result) bool {
-	select {
-	case s.results <- r:
-		return true
-	case <-s.ctx.Done():
-		return false
-	}
-}
-
 // restart makes a restart point here, when the input is read exactly.
 func (s *xzSource) restart() (*restartPoint, error) {
 	if s.inexact {
@@ -278,11 +248,9 @@ func (s *xzSource) restart() (*restartPoint, error) {
 
 func (s *xzSource) run() error {
 	for {
-		s.mu.Lock()
-		for !s.inexact && s.in-s.settled >= readAhead && s.ctx.Err() == nil {
-			s.cond.Wait()
+		if !s.inexact {
+			s.wait(s.ctx, s.in)
 		}
-		s.mu.Unlock()
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
@@ -623,77 +591,6 @@ func (c *countingByteReader) ReadByte() (byte, error) {
 	c.h.Write(b[:])
 	c.n++
 	return b[0], nil
-}
-
-func (s *xzSource) next() (piece, error) {
-	if !s.started {
-		s.started = true
-		s.start()
-	}
-	if s.err != nil {
-		return piece{}, s.err
-	}
-	var r result
-	var ok bool
-	select {
-	case r, ok = <-s.results:
-	case <-s.ctx.Done():
-		s.err = s.ctx.Err()
-		return piece{}, s.err
-	}
-	if !ok {
-		s.err = io.EOF
-		return piece{}, io.EOF
-	}
-	if r.err != nil {
-		s.err = r.err
-		return piece{}, r.err
-	}
-	if r.end != nil {
-		s.autoSettle(r.end.In)
-	}
-	done := r.done
-	if done == nil {
-		done = func() {}
-	}
-	return piece{p: r.p, restart: r.end, done: done}, nil
-}
-
-func (s *xzSource) hold() {
-	s.mu.Lock()
-	s.manual = true
-	s.mu.Unlock()
-}
-
-func (s *xzSource) settle(in int64) {
-	s.mu.Lock()
-	if in > s.settled {
-		s.settled = in
-		s.cond.Broadcast()
-	}
-	s.mu.Unlock()
-}
-
-func (s *xzSource) autoSettle(in int64) {
-	s.mu.Lock()
-	manual := s.manual
-	s.mu.Unlock()
-	if !manual {
-		s.settle(in)
-	}
-}
-
-func (s *xzSource) close() {
-	s.cancel()
-	if !s.started {
-		s.started = true
-		close(s.results)
-	}
-	go func() {
-		for range s.results {
-		}
-	}()
-	s.wg.Wait()
 }
 
 // leftover is the bytes read after the stream (and, after a block

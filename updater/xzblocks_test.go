@@ -2,21 +2,17 @@ package updater
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"hash/crc32"
-	"io"
 	"os"
 	"os/exec"
 	"testing"
 
 	"github.com/ulikunitz/xz"
 
-	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/testutil"
-	"github.com/updog/updog/repo"
 )
 
 // xzCLI compresses with the xz tool and the given flags.
@@ -32,34 +28,10 @@ func xzCLI(t testing.TB, data []byte, flags ...string) []byte {
 	return out
 }
 
-// decodeXZ decodes comp from a restart point (in, out, state).
+// decodeXZ is decodeFrom for xz.
 func decodeXZ(t testing.TB, comp []byte, in, out int64, state []byte) ([]byte, []restartPoint, *decoded, error) {
 	t.Helper()
-	codec := Codec("")
-	if in > 0 {
-		codec = CodecXZ
-	}
-	d, err := openSourceAt(context.Background(), bytes.NewReader(comp[in:]), codec, in, out, state, 2, nil)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	var got []byte
-	var points []restartPoint
-	for {
-		pc, err := d.src.next()
-		if err != nil {
-			d.src.close()
-			if errors.Is(err, io.EOF) {
-				return got, points, d, nil
-			}
-			return got, points, d, err
-		}
-		got = append(got, pc.p...)
-		if pc.restart != nil {
-			points = append(points, *pc.restart)
-		}
-		pc.done()
-	}
+	return decodeFrom(t, CodecXZ, comp, in, out, state)
 }
 
 // TestXZRestart: multi-block streams (xz -T, every check type) restart at
@@ -215,25 +187,9 @@ func TestResumeAfterInterruptionXZ(t *testing.T) {
 	f.codec = CodecXZ
 	f.frames = 512 << 10
 	f.rootBytes = 16 << 20
-	r := f.addRelease("1.1.0", nil)
-	f.publish(repo.Options{})
-	fi, err := os.Stat(f.storedTarget(r.names.Root))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootLen := fi.Size()
 	const every = 256 << 10
-	ctx, cancel := context.WithCancel(context.Background())
-	cs := &countingServer{f: f, target: r.names.Root, cancel: cancel}
-	cs.budget.Store(rootLen * 6 / 10)
-	f.setHandler(cs)
-	var got consumed
-	u := f.resumeUpdater(every, &got)
-	if _, err := u.Update(ctx, UpdateOptions{Apply: true}); !errors.Is(err, context.Canceled) {
-		t.Fatalf("interrupted update: %v", err)
-	}
-	read := got.get(KindRoot)
-	cp, err := u.store.loadCheckpoint()
+	in := f.interruptRoot(every, 0.6)
+	cp, err := in.u.store.loadCheckpoint()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,18 +197,11 @@ func TestResumeAfterInterruptionXZ(t *testing.T) {
 	if ip.Codec != CodecXZ || ip.NoRestarts || ip.In == 0 || len(ip.CodecState) == 0 {
 		t.Fatalf("the checkpoint of an xz root: codec %s, no restarts %v, at %d, state %d bytes", ip.Codec, ip.NoRestarts, ip.In, len(ip.CodecState))
 	}
-	u.Unlock()
-	cs.budget.Store(0)
-	u = f.resumeUpdater(every)
-	defer u.Unlock()
-	if _, err := u.Update(context.Background(), UpdateOptions{Apply: true}); err != nil {
-		t.Fatalf("resumed update: %v", err)
-	}
-	f.assertSetHolds(gptprio.SetB, r)
-	again := read - ip.In
-	block := int64(len(xzCLI(t, r.root[:512<<10], "-3", "-T2", "--block-size=524288")))
+	in.finish(f, every)
+	again := in.read - ip.In
+	block := int64(len(xzCLI(t, in.r.root[:512<<10], "-3", "-T2", "--block-size=524288")))
 	t.Logf("read %d of %d, checkpoint at %d: %d bytes read twice (bound %d + read-ahead %d + a block of %d)",
-		read, rootLen, ip.In, again, every, readAhead, block)
+		in.read, in.rootLen, ip.In, again, every, readAhead, block)
 	if again > every+readAhead+block || again < 0 {
 		t.Fatalf("%d bytes read twice after the interruption", again)
 	}

@@ -240,10 +240,7 @@ func (z *zframer) blocks(checksum bool, next func(n int) ([]byte, error)) error 
 // settles the bytes before it as next hands it out; with hold, only
 // settle does (copyImage settles the bytes a synced checkpoint covers).
 type zstdSource struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	settled int64 // compressed offset settled
-	manual  bool  // hold was called
+	readAheadGate
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -311,7 +308,7 @@ func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int,
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &zstdSource{ctx: ctx, cancel: cancel, out: make(chan job, workers+2), work: make(chan *frameJob),
-		dec: dec, settled: in, comps: make(chan []byte, workers+1), outs: make(chan []byte, workers+1),
+		dec: dec, comps: make(chan []byte, workers+1), outs: make(chan []byte, workers+1),
 		chunks: make(chan []byte, pipeDepth)}
 	for i := 0; i < workers+1; i++ {
 		s.comps <- nil // allocated on first use
@@ -320,12 +317,7 @@ func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int,
 	for i := 0; i < pipeDepth; i++ {
 		s.chunks <- nil
 	}
-	s.cond = sync.NewCond(&s.mu)
-	context.AfterFunc(ctx, func() {
-		s.mu.Lock()
-		s.cond.Broadcast()
-		s.mu.Unlock()
-	})
+	s.initGate(ctx, in)
 	s.start = func() {
 		for i := 0; i < workers; i++ {
 			s.wg.Add(1)
@@ -354,24 +346,6 @@ func (s *zstdSource) writeTo(dst io.WriterAt, limit int64) {
 	s.direct, s.limit = dst, limit
 }
 
-// hold makes only settle settle bytes (see zstdSource).
-func (s *zstdSource) hold() {
-	s.mu.Lock()
-	s.manual = true
-	s.mu.Unlock()
-}
-
-// settle says an interruption would now go on from compressed offset in
-// (or later): the bytes before it no longer count against readAhead.
-func (s *zstdSource) settle(in int64) {
-	s.mu.Lock()
-	if in > s.settled {
-		s.settled = in
-		s.cond.Broadcast()
-	}
-	s.mu.Unlock()
-}
-
 // split reads frames and hands them out in order.
 func (s *zstdSource) split(z *zframer, out int64, snap snapshotFunc, streamConc int) {
 	send := func(j job) bool {
@@ -391,11 +365,7 @@ func (s *zstdSource) split(z *zframer, out int64, snap snapshotFunc, streamConc 
 	for {
 		// Read no further while readAhead compressed bytes are read past
 		// the settled position: they are what an interruption loses.
-		s.mu.Lock()
-		for z.in-s.settled >= readAhead && s.ctx.Err() == nil {
-			s.cond.Wait()
-		}
-		s.mu.Unlock()
+		s.wait(s.ctx, z.in)
 		if s.ctx.Err() != nil {
 			return
 		}
@@ -761,16 +731,6 @@ func (s *zstdSource) next() (piece, error) {
 			done = func() {}
 		}
 		return piece{p: r.p, done: done}, nil
-	}
-}
-
-// autoSettle settles at a restart point handed out, unless held.
-func (s *zstdSource) autoSettle(in int64) {
-	s.mu.Lock()
-	manual := s.manual
-	s.mu.Unlock()
-	if !manual {
-		s.settle(in)
 	}
 }
 

@@ -48,6 +48,13 @@ type Config struct {
 	// read-ahead.
 	CheckpointEvery int64 `toml:"checkpoint_every"`
 
+	// DirectIO writes the inactive partitions around the page cache
+	// (O_DIRECT) and reads them back the same way (default false): about
+	// a fifth less CPU for an install and none of the host's page cache
+	// evicted for the image, at some wall time on disks that need many
+	// writes in flight (see blockdev.Options.DirectWrite).
+	DirectIO bool `toml:"direct_io"`
+
 	// Delta is "auto" (default), "off" or "required": how the root image
 	// is installed when the release publishes a delta index (delta.go).
 	Delta string `toml:"delta"`

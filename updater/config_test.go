@@ -271,3 +271,18 @@ func TestCheckpointEveryBound(t *testing.T) {
 		}
 	}
 }
+
+// direct_io is off unless set, true or false, and a boolean.
+func TestDirectIOKey(t *testing.T) {
+	t.Parallel()
+	base := "metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\n"
+	for text, want := range map[string]bool{"": false, "direct_io = true\n": true, "direct_io = false\n": false} {
+		c, err := ParseConfig("u.toml", []byte(base+text))
+		if err != nil || c.DirectIO != want {
+			t.Errorf("%q: %v %v", text, c, err)
+		}
+	}
+	if _, err := ParseConfig("u.toml", []byte(base+"direct_io = \"yes\"\n")); err == nil || !strings.Contains(err.Error(), "direct_io") {
+		t.Errorf("direct_io = \"yes\": %v", err)
+	}
+}

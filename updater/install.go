@@ -52,6 +52,10 @@ type partition struct {
 	close  func() error
 	// node is the partition's device node (block devices only).
 	node string
+	// file is the image file and off the partition's offset in it (image
+	// files only).
+	file *blockdev.File
+	off  int64
 }
 
 // openPartition opens partition n of the inactive set for writing. It
@@ -76,7 +80,17 @@ func (s *session) openPartition(n int) (*partition, error) {
 	ss := int64(s.t.SectorSize)
 	off, size := int64(p.FirstLBA)*ss, int64(p.Sectors())*ss
 	if !s.disk.IsBlockDevice() {
-		return &partition{number: n, name: p.Name(), dev: blockdev.Window(s.disk.Device(), off, size), close: func() error { return nil }}, nil
+		part := &partition{number: n, name: p.Name(), off: off, dev: blockdev.Window(s.disk.Device(), off, size), close: func() error { return nil }}
+		// With direct_io, the image's partitions are written around the
+		// page cache (blockdev.Options.DirectWrite) through a descriptor
+		// of their own, and read back the same way.
+		if f, ok := s.disk.Device().(*blockdev.File); ok && s.u.o.Config.DirectIO {
+			part.file = f
+			if g, err := f.Reopen(blockdev.Options{DirectWrite: true}); err == nil {
+				part.dev, part.close = blockdev.Window(g, off, size), g.Close
+			}
+		}
+		return part, nil
 	}
 	sysRoot := s.u.o.Host.SysRoot
 	if sysRoot == "" {
@@ -86,7 +100,7 @@ func (s *session) openPartition(n int) (*partition, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding the device node of partition %d: %w", n, err)
 	}
-	f, err := blockdev.Open(node, blockdev.Options{Exclusive: true})
+	f, err := blockdev.Open(node, blockdev.Options{Exclusive: true, DirectWrite: s.u.o.Config.DirectIO})
 	if err != nil {
 		return nil, fmt.Errorf("opening inactive partition %s exclusively: %w", node, err)
 	}
@@ -618,8 +632,11 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	}
 	prog := s.u.o.Progress
 	prog.Start(KindRoot, "verify", root.n)
-	rb := readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}
-	err := verity.VerifyStream(ctx, rb, root.n, back[KindHash], params, rootHash)
+	// Read ahead of the check: the disk reads the next MiBs while the
+	// last ones are hashed.
+	rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}, 0, root.n)
+	err := verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
+	rb.Close()
 	prog.Done(KindRoot, err)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -723,6 +740,13 @@ func (s *session) recheck(ctx context.Context, rec *SetRecord) error {
 // device and not the page cache; on an image file (synced) the file.
 func readBack(p *partition) (io.ReaderAt, func() error, error) {
 	if p.node == "" {
+		// An image file written with direct_io: read with O_DIRECT too
+		// (where its filesystem takes it), else through the page cache.
+		if p.file != nil {
+			if g, err := p.file.Reopen(blockdev.Options{Direct: true}); err == nil {
+				return blockdev.Window(g, p.off, p.dev.Size()), g.Close, nil
+			}
+		}
 		return p.dev, func() error { return nil }, nil
 	}
 	f, err := blockdev.Open(p.node, blockdev.Options{Direct: true})

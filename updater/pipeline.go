@@ -299,29 +299,36 @@ func (sy *syncer) close() error {
 
 // copyImage writes src's pieces into dst from offset start, never past
 // limit bytes in all, and feeds every byte to the sinks (hashers, the
-// verity check) after it is written. With ck, the partition is synced in
-// the background as it is written and checkpoints are saved (see
-// syncer); restart points without a hash state are never checkpointed.
-// When the copy fails on this side (a write, the limit, ctx, a sync or a
+// verity check). Each piece goes to the sinks first, then to a
+// write-behind goroutine that writes it (see writeBehind), so the disk
+// write of one piece overlaps the sinks' work on the next. With ck, the
+// partition is synced in the background as it is written and checkpoints
+// are saved (see syncer), at restart points whose bytes are written;
+// restart points without a hash state are never checkpointed. When the
+// copy fails on this side (a write, the limit, ctx, a sync or a
 // checkpoint), abort is called to unblock a source stuck in the network
 // (by closing the stream); when the source or a sink fails, abort is not
 // called, so the caller can still ask the stream for its hash verdict. It
-// returns the offset reached; more than limit is ErrImageTooLarge, and no
-// byte past limit is ever written.
+// returns the offset written up to; more than limit is ErrImageTooLarge,
+// and no byte past limit is ever written.
 func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit int64, sinks []io.Writer, progress func(int64),
 	abort func(), ck *checkpoints) (int64, error) {
-	off := start
+	off := start // the offset of the next piece
 	var sy *syncer
 	set, _ := src.(settler)
 	if ck != nil {
 		sy = newSyncer(ctx, ck, set, start)
 	}
+	wb := newWriteBehind(dst, start, progress, sy, set)
 	// A source that decodes side by side writes what it decodes itself,
 	// as soon as it is decoded; the sinks still take it in order.
 	if dw, ok := src.(directWriter); ok {
 		dw.writeTo(dst, limit)
 	}
 	end := func(err error, aborting bool) (int64, error) {
+		if werr := wb.close(); werr != nil && (err == nil || !aborting) {
+			err, aborting = werr, true
+		}
 		if sy != nil {
 			if serr := sy.close(); serr != nil && err == nil {
 				err, aborting = serr, true
@@ -331,11 +338,14 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 			abort()
 		}
 		src.close()
-		return off, err
+		return wb.off, err
 	}
 	for {
 		if err := ctx.Err(); err != nil {
 			return end(err, true)
+		}
+		if err := wb.failed(); err != nil {
+			return end(nil, true) // end reports the write's error
 		}
 		if sy != nil {
 			if err := sy.wait(ctx); err != nil {
@@ -355,54 +365,121 @@ func copyImage(ctx context.Context, src source, dst io.WriterAt, start, limit in
 			}
 			return end(err, false)
 		}
-		if n := len(pc.p); n > 0 {
-			if off+int64(n) > limit {
+		n := len(pc.p)
+		if off+int64(n) > limit {
+			pc.done()
+			return end(fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, limit), true)
+		}
+		for _, s := range sinks {
+			if _, err := s.Write(pc.p); err != nil {
 				pc.done()
-				return end(fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, limit), true)
-			}
-			if !pc.written {
-				if _, err := dst.WriteAt(pc.p, off); err != nil {
-					pc.done()
-					return end(fmt.Errorf("writing at offset %d: %w", off, err), true)
-				}
-				blockdev.StartWriteback(dst, off, int64(n))
-			}
-			for _, s := range sinks {
-				if _, err := s.Write(pc.p); err != nil {
-					pc.done()
-					// The stream itself is fine so far: leave it open, so
-					// the caller can still ask it for its hash verdict.
-					return end(&sinkError{err}, false)
-				}
-			}
-			off += int64(n)
-			if progress != nil {
-				progress(int64(n))
+				// The stream itself is fine so far: leave it open, so
+				// the caller can still ask it for its hash verdict.
+				return end(&sinkError{err}, false)
 			}
 		}
-		pc.done()
+		at := off
+		off += int64(n)
 		rp := pc.restart
 		if rp != nil && rp.Out != off {
+			pc.done()
 			return end(fmt.Errorf("updater: internal error: restart point at output %d, written %d", rp.Out, off), true)
 		}
-		if sy == nil {
-			continue
-		}
-		if rp != nil && rp.state == nil {
-			// Not a checkpoint: only the read-ahead moves on.
-			if set != nil {
-				set.settle(rp.In)
-			}
-			rp = nil
-		}
 		var captured []byte
-		if rp != nil && ck.capture != nil {
+		if sy != nil && rp != nil && rp.state != nil && ck.capture != nil {
 			if captured, err = ck.capture(); err != nil {
+				pc.done()
 				return end(err, true)
 			}
 		}
-		sy.wrote(off, rp, captured)
+		wb.q <- wbItem{pc: pc, at: at, captured: captured}
 	}
+}
+
+// writeBehind writes the pieces handed to it, in order, in a goroutine of
+// its own, and only then releases them, reports progress and tells the
+// syncer (so a checkpoint never claims bytes not yet written). Writes
+// around the page cache wait for the disk: written behind, they overlap
+// the decoding and hashing of what follows instead of stalling it. At most
+// writeBehindDepth pieces wait; the source's own buffers bound the rest.
+type writeBehind struct {
+	dst      io.WriterAt
+	progress func(int64)
+	sy       *syncer
+	set      settler
+	q        chan wbItem
+	done     chan struct{}
+	mu       sync.Mutex
+	err      error // the first write's failure
+	off      int64 // written up to here (read after close)
+}
+
+const writeBehindDepth = 2
+
+type wbItem struct {
+	pc       piece
+	at       int64 // where pc.p goes
+	captured []byte
+}
+
+func newWriteBehind(dst io.WriterAt, start int64, progress func(int64), sy *syncer, set settler) *writeBehind {
+	wb := &writeBehind{dst: dst, progress: progress, sy: sy, set: set, q: make(chan wbItem, writeBehindDepth),
+		done: make(chan struct{}), off: start}
+	go wb.run()
+	return wb
+}
+
+func (wb *writeBehind) run() {
+	defer close(wb.done)
+	for it := range wb.q {
+		if wb.failed() != nil {
+			it.pc.done()
+			continue
+		}
+		n := int64(len(it.pc.p))
+		if !it.pc.written && n > 0 {
+			if _, err := wb.dst.WriteAt(it.pc.p, it.at); err != nil {
+				it.pc.done()
+				wb.mu.Lock()
+				wb.err = fmt.Errorf("writing at offset %d: %w", it.at, err)
+				wb.mu.Unlock()
+				continue
+			}
+			blockdev.StartWriteback(wb.dst, it.at, n)
+		}
+		it.pc.done()
+		wb.off = it.at + n
+		if wb.progress != nil && n > 0 {
+			wb.progress(n)
+		}
+		if wb.sy == nil {
+			continue
+		}
+		rp := it.pc.restart
+		if rp != nil && rp.state == nil {
+			// Not a checkpoint: only the read-ahead moves on.
+			if wb.set != nil {
+				wb.set.settle(rp.In)
+			}
+			rp = nil
+		}
+		wb.sy.wrote(wb.off, rp, it.captured)
+	}
+}
+
+// failed returns the first write's failure.
+func (wb *writeBehind) failed() error {
+	wb.mu.Lock()
+	defer wb.mu.Unlock()
+	return wb.err
+}
+
+// close waits for the pieces handed over to be written (or released,
+// after a failure) and returns the first failure.
+func (wb *writeBehind) close() error {
+	close(wb.q)
+	<-wb.done
+	return wb.failed()
 }
 
 // directWriter is a source that can write its output into the partition

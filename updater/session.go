@@ -67,23 +67,26 @@ func (u *Updater) openSession(ctx context.Context, readOnly, needActive bool) (*
 			d.Close()
 			return nil, err
 		}
+		// From here a failure releases the disk's lock with the disk: a
+		// lock left held (in a process that goes on, a test's) would
+		// refuse the next disk that reuses the image file's inode.
 	}
 	if d.Active == nil {
 		if needActive {
-			d.Close()
+			s.close()
 			return nil, fmt.Errorf("%w: %s is not the disk of the running system, so --active a|b must say which set runs", ErrActiveUnknown, d.Path)
 		}
 	} else {
 		s.active = *d.Active
 	}
 	if s.st, err = u.store.load(); err != nil {
-		d.Close()
+		s.close()
 		return nil, err
 	}
 	if d.Active != nil && s.reconcile() {
 		if !readOnly {
 			if err := u.store.save(s.st); err != nil {
-				d.Close()
+				s.close()
 				return nil, err
 			}
 		}

@@ -249,16 +249,18 @@ type zstdSource struct {
 	direct  io.WriterAt // writeTo's partition
 	limit   int64       // and its size
 	writeMu sync.Mutex  // the workers write one at a time
-	out     chan job
-	work    chan *frameJob
-	wg      sync.WaitGroup
-	cur     *job
-	err     error
-	dec     *zstd.Decoder // DecodeAll, for whole frames
-	comps   chan []byte   // compressed frame buffers
-	outs    chan []byte   // output buffers taken in frame order (without writeTo)
-	chunks  chan []byte   // streamed frames' output buffers
-	stream  *zstd.Decoder // the streamed frames' decoder (splitter goroutine only)
+	// concurrent: direct takes writes side by side (blockdev.ConcurrentWrites).
+	concurrent bool
+	out        chan job
+	work       chan *frameJob
+	wg         sync.WaitGroup
+	cur        *job
+	err        error
+	dec        *zstd.Decoder // DecodeAll, for whole frames
+	comps      chan []byte   // compressed frame buffers
+	outs       chan []byte   // output buffers taken in frame order (without writeTo)
+	chunks     chan []byte   // streamed frames' output buffers
+	stream     *zstd.Decoder // the streamed frames' decoder (splitter goroutine only)
 }
 
 // frameJob is a frame for a worker to decode: its compressed bytes, where
@@ -343,7 +345,7 @@ func (s *zstdSource) writeTo(dst io.WriterAt, limit int64) {
 	if s.started {
 		panic("updater: zstdSource.writeTo after next")
 	}
-	s.direct, s.limit = dst, limit
+	s.direct, s.limit, s.concurrent = dst, limit, blockdev.ConcurrentWrites(dst)
 }
 
 // split reads frames and hands them out in order.
@@ -520,11 +522,15 @@ func (s *zstdSource) worker() {
 			if fj.at+fj.size > s.limit {
 				err = &copyError{fmt.Errorf("%w: the image is larger than the %d bytes of its partition", ErrImageTooLarge, s.limit)}
 			} else {
-				// One write at a time: a partition's writer (a test's,
-				// a journal) need not take parallel writes.
-				s.writeMu.Lock()
+				// One write at a time unless the partition takes them
+				// side by side (a File does; a test's writer need not).
+				if !s.concurrent {
+					s.writeMu.Lock()
+				}
 				_, werr := s.direct.WriteAt(p, fj.at)
-				s.writeMu.Unlock()
+				if !s.concurrent {
+					s.writeMu.Unlock()
+				}
 				if werr == nil {
 					blockdev.StartWriteback(s.direct, fj.at, int64(len(p)))
 				}

@@ -710,24 +710,52 @@ func (c *Checker) Uncovered() int64 {
 // errors come in Verify's order: level 0 (the data against its entries, and
 // the spare areas of level 0), then each level above, then the root.
 func VerifyStream(ctx context.Context, data io.ReaderAt, size int64, hash io.ReaderAt, p Params, root []byte) error {
-	if err := p.Validate(); err != nil {
+	need, err := p.dataFor(size)
+	if err != nil {
 		return err
 	}
+	return verifyReader(ctx, io.NewSectionReader(data, 0, need), hash, p, root)
+}
+
+// VerifyReader is VerifyStream over data read in order from r (which
+// holds at least size bytes; only the data blocks are read): for a caller
+// that reads the data ahead of the check (blockdev.ReadAhead).
+func VerifyReader(ctx context.Context, r io.Reader, size int64, hash io.ReaderAt, p Params, root []byte) error {
+	need, err := p.dataFor(size)
+	if err != nil {
+		return err
+	}
+	return verifyReader(ctx, io.LimitReader(r, need), hash, p, root)
+}
+
+// dataFor validates p for size bytes of data, sets DataBlocks when it is
+// zero (the whole blocks of size), and returns the bytes those blocks
+// need (ErrShortData when size has fewer).
+func (p *Params) dataFor(size int64) (int64, error) {
+	if err := p.Validate(); err != nil {
+		return 0, err
+	}
 	if size < 0 {
-		return fmt.Errorf("%w: data size %d", ErrParams, size)
+		return 0, fmt.Errorf("%w: data size %d", ErrParams, size)
 	}
 	if p.DataBlocks == 0 {
 		p.DataBlocks = uint64(size) / uint64(p.DataBlockSize)
 	}
 	need := int64(p.DataBlocks) * int64(p.DataBlockSize) // Validate keeps it within an int64
 	if need > size {
-		return fmt.Errorf("%w: %d data blocks of %d bytes need %d bytes, the data has %d", ErrShortData, p.DataBlocks, p.DataBlockSize, need, size)
+		return 0, fmt.Errorf("%w: %d data blocks of %d bytes need %d bytes, the data has %d", ErrShortData, p.DataBlocks, p.DataBlockSize, need, size)
 	}
+	return need, nil
+}
+
+// verifyReader checks data, exactly the data blocks of p, against the
+// tree and root.
+func verifyReader(ctx context.Context, data io.Reader, hash io.ReaderAt, p Params, root []byte) error {
 	c, err := newChecker(ctx, hash, p, root, true)
 	if err != nil {
 		return err
 	}
-	src := &errReader{r: ctxReader{ctx, io.NewSectionReader(data, 0, need)}}
+	src := &errReader{r: ctxReader{ctx, data}}
 	if _, err := c.ReadFrom(src); err != nil && src.err != nil {
 		c.Close() // waits for the workers; the error is the read's
 		return fmt.Errorf("verity: reading data: %w", src.err)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"testing/iotest"
 )
 
 // verifyInMemory is the verification Checker must agree with: the whole
@@ -407,6 +408,12 @@ func TestVerifyStreamOrderLikeVerify(t *testing.T) {
 			apply()
 			ref := verifyInMemory(ctx, bytes.NewReader(d.data), cc.size, bytes.NewReader(d.hash), cc.p, d.tree.RootHash)
 			stream := VerifyStream(ctx, bytes.NewReader(d.data), cc.size, bytes.NewReader(d.hash), cc.p, d.tree.RootHash)
+			// VerifyReader over the same bytes (a reader that gives them
+			// a few at a time) says the same.
+			reader := VerifyReader(ctx, iotest.HalfReader(bytes.NewReader(d.data)), cc.size, bytes.NewReader(d.hash), cc.p, d.tree.RootHash)
+			if !sameError(reader, stream) {
+				t.Errorf("%s, flips %v: VerifyReader says %v, VerifyStream %v", cc.name, set, reader, stream)
+			}
 			var got error
 			if n%4 == 0 {
 				_, got = check(ctx, d.hash, d.p, d.tree.RootHash, d.data, 4097)

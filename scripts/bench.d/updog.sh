@@ -12,7 +12,8 @@
 # one frame (zstd -T0), lz4 (Bottlerocket's format), xz.
 # BENCH_GIB=1 (image size), BENCH_4G=1 (also the 4 GiB memory run),
 # BENCH_CODECS="zstd-frames zstd-single lz4 xz" (the codecs run),
-# BENCH_BIN=bin (where the commands are).
+# BENCH_BIN=bin (where the commands are), BENCH_KEEP=1 (keep the work
+# directory: its last release, repository, updog.toml and disk image).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=${BENCH_BIN:-$PWD/bin}
@@ -20,7 +21,7 @@ gib=${BENCH_GIB:-1}
 codecs=${BENCH_CODECS:-zstd-frames zstd-single lz4 xz}
 work=$(mktemp -d /var/tmp/updog-bench.XXXXXX)
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; if [ -n "${BENCH_KEEP:-}" ]; then echo "bench: kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 for t in curl zstd xz lz4 bc /usr/bin/time; do command -v "$t" >/dev/null || { echo "bench: $t is missing (scripts/install-deps.sh installs it)"; exit 1; }; done
 go build -o "$work/httpserve" ./internal/benchtools/httpserve
@@ -132,6 +133,10 @@ if want zstd-frames; then
   without=$(printf '%s\n' "$without" "$without2" | sort -n | head -1)
   printf 'checkpointing (every 2 MiB of compressed input, synced first) vs --no-checkpoints (one sync at the end), best of 2: %.2f s with, %.2f s without: %+.1f %% of the install\n' \
     "$with" "$without" "$(echo "($with - $without) * 100 / $without" | bc -l)"
+fi
+if want zstd-frames; then
+  echo "with direct_io = true (written and read back around the page cache):"
+  run zstd-frames "zstd -dc" "direct_io = true"
 fi
 want zstd-single && run zstd-single "zstd -dc"
 want lz4 && run lz4 "lz4 -dc"

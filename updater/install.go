@@ -167,7 +167,7 @@ func (s *session) openStream(ctx context.Context, c *tufclient.Client, img Plann
 // point ip records (0 for a new image) and records new ones in ip, calling
 // save after each.
 func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img PlannedImage, dst blockdev.Device, check io.Writer,
-	ip *imageProgress, save func() error, durable func(int64)) (written, error) {
+	ip *imageProgress, save func() error) (written, error) {
 	var w written
 	prog := s.u.o.Progress
 	// The output's sha256 is what the boot and hash images are read back
@@ -233,8 +233,7 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 		save: func(rp restartPoint, state []byte) error {
 			ip.In, ip.Out, ip.InState, ip.OutState, ip.CodecState = rp.In, rp.Out, rp.state, state, rp.codec
 			return save()
-		},
-		durable: durable}
+		}}
 	if check == nil {
 		ck.capture = outHash.(encoding.BinaryMarshaler).MarshalBinary
 	}
@@ -531,7 +530,6 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	}
 	got := map[string]written{}
 	resumes := 0
-	var early *rootReadBack // the root's read-back, when it overlaps its download
 	var params verity.Params
 	var rootHash []byte
 	for _, img := range plan.Images {
@@ -591,22 +589,10 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 			continue
 		}
 		var sink io.Writer
-		var durable func(int64)
 		if check != nil {
 			sink = check
-			// With the root hash known from the start, the read-back runs
-			// as the root becomes durable (rootReadBack).
-			if want != nil {
-				var err error
-				if early, err = s.startReadBack(ctx, parts, params, want, ip.Out); err != nil {
-					check.Close()
-					return nil, err
-				}
-				defer early.stop()
-				durable = early.madeDurable
-			}
 		}
-		w, err := s.writeImage(ctx, c, img, dev, sink, ip, save, durable)
+		w, err := s.writeImage(ctx, c, img, dev, sink, ip, save)
 		resumes += w.resumes
 		if check != nil {
 			cerr := check.Close()
@@ -627,18 +613,6 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		if err := save(); err != nil {
 			return nil, err
 		}
-		if early != nil {
-			prog := s.u.o.Progress
-			prog.Start(KindRoot, "verify", w.n)
-			err := early.finish(w.n, func(n int64) { prog.Add(KindRoot, n) })
-			prog.Done(KindRoot, err)
-			if err != nil {
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				return nil, fmt.Errorf("%w: reading back the root and hash partitions: %w", ErrCorrupt, err)
-			}
-		}
 	}
 	root := got[KindRoot]
 	// Read everything back from the disk and verify it again.
@@ -656,21 +630,19 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 			return nil, err
 		}
 	}
-	if early == nil {
-		prog := s.u.o.Progress
-		prog.Start(KindRoot, "verify", root.n)
-		// Read ahead of the check: the disk reads the next MiBs while the
-		// last ones are hashed.
-		rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}, 0, root.n)
-		err := verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
-		rb.Close()
-		prog.Done(KindRoot, err)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			return nil, fmt.Errorf("%w: reading back the root and hash partitions: %w", ErrCorrupt, err)
+	prog := s.u.o.Progress
+	prog.Start(KindRoot, "verify", root.n)
+	// Read ahead of the check: the disk reads the next MiBs while the
+	// last ones are hashed.
+	rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}, 0, root.n)
+	err := verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
+	rb.Close()
+	prog.Done(KindRoot, err)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
 		}
+		return nil, fmt.Errorf("%w: reading back the root and hash partitions: %w", ErrCorrupt, err)
 	}
 	rec := &SetRecord{Release: plan.release(), WrittenAt: s.u.now().UTC(), Verified: true,
 		Images: map[string]string{}, RootHash: hex.EncodeToString(rootHash),
@@ -686,28 +658,6 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	s.lastResumes = resumes
 	s.verifiedNow = true
 	return rec, nil
-}
-
-// startReadBack starts reading the root back and verifying it against
-// the hash partition (synced already) and the root hash as the root
-// becomes durable, from durable bytes.
-func (s *session) startReadBack(ctx context.Context, parts map[string]*partition, params verity.Params, root []byte, durable int64) (*rootReadBack, error) {
-	data, closeData, err := readBack(parts[KindRoot])
-	if err != nil {
-		return nil, err
-	}
-	hash, closeHash, err := readBack(parts[KindHash])
-	if err != nil {
-		closeData()
-		return nil, err
-	}
-	rb := startRootReadBack(ctx, data, hash, params, root, durable)
-	go func() {
-		<-rb.done
-		closeData()
-		closeHash()
-	}()
-	return rb, nil
 }
 
 // recheck checks, before a switch that did not follow its install in this

@@ -149,10 +149,6 @@ type checkpoints struct {
 	// capture returned there. It is called on another goroutine, one call
 	// at a time, never after copyImage returns.
 	save func(rp restartPoint, captured []byte) error
-	// durable, when set, is told after each sync the output offset every
-	// byte before which the sync made durable (the root's read-back
-	// verifies them as they come: rootReadBack).
-	durable func(off int64)
 }
 
 // settler is a source whose read-ahead is bounded from a position the
@@ -234,11 +230,7 @@ func (sy *syncer) run() {
 		sy.from, sy.syncIn = sy.written, sy.lastIn
 		sy.mu.Unlock()
 		// Every byte before cand was written before this sync started.
-		from := sy.from
 		err := sy.ck.sync()
-		if err == nil && sy.ck.durable != nil {
-			sy.ck.durable(from)
-		}
 		if err == nil && cand != nil {
 			err = sy.ck.save(cand.rp, cand.captured)
 		}

@@ -70,3 +70,27 @@ func TestReadBackCatchesLyingDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestFailedSessionReleasesDiskLock: a session that fails after taking the
+// disk's lock (here: an image file with no --active) gives it back, so the
+// next updog in the same process is not told another one holds the disk.
+func TestFailedSessionReleasesDiskLock(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	u, err := New(Options{Config: f.cfg, Disk: f.disk, Now: func() time.Time { return f.now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Lock(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Apply(context.Background(), false); !errors.Is(err, ErrActiveUnknown) {
+		t.Fatalf("apply without an active set: %v", err)
+	}
+	u.Unlock()
+	err = f.updater().Apply(context.Background(), false)
+	var le *LockedError
+	if errors.As(err, &le) {
+		t.Fatalf("the failed session kept the disk's lock: %v", err)
+	}
+}

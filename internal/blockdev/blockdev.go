@@ -235,19 +235,12 @@ func (d *File) Reopen(o Options) (*File, error) {
 	if directFlag != 0 {
 		path = fmt.Sprintf("/proc/self/fd/%d", d.f.Fd())
 	}
-	r, err := Open(path, o)
-	if err != nil {
-		return nil, err
-	}
-	if !r.blockDev {
-		r.size = d.size
-	}
-	return r, nil
+	return Open(path, o)
 }
 
-// DirectBytes is how many bytes WriteAt has written through O_DIRECT
+// directBytes is how many bytes WriteAt has written through O_DIRECT
 // (Options.DirectWrite).
-func (d *File) DirectBytes() int64 {
+func (d *File) directBytes() int64 {
 	if d.dw == nil {
 		return 0
 	}

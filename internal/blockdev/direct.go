@@ -4,7 +4,6 @@ import (
 	"io"
 	"os"
 	"sync"
-	"unsafe"
 )
 
 // directAlign is the alignment O_DIRECT reads use for memory, offset and
@@ -29,12 +28,7 @@ type directReader struct {
 }
 
 func newDirectReader(f *os.File) *directReader {
-	raw := make([]byte, directChunk+directAlign)
-	shift := 0
-	if r := int(uintptr(unsafe.Pointer(&raw[0])) % directAlign); r != 0 {
-		shift = directAlign - r
-	}
-	return &directReader{f: f, buf: raw[shift : shift+directChunk], next: -1}
+	return &directReader{f: f, buf: *alignedBuf(directChunk), next: -1}
 }
 
 // ReadAt reads len(p) bytes at off, never past size.

@@ -92,8 +92,8 @@ func TestDirectWrites(t *testing.T) {
 	if err != nil || !bytes.Equal(back, model) {
 		t.Fatalf("read back with O_DIRECT: %v (first difference at %d)", err, firstDiff(back, model))
 	}
-	if d.DirectBytes() < 4<<20 {
-		t.Fatalf("only %d bytes went through O_DIRECT", d.DirectBytes())
+	if d.directBytes() < 4<<20 {
+		t.Fatalf("only %d bytes went through O_DIRECT", d.directBytes())
 	}
 }
 
@@ -165,7 +165,7 @@ func TestDirectWriteRefused(t *testing.T) {
 			}
 			got, _ := os.ReadFile(p)
 			if !bytes.Equal(got, data) {
-				t.Fatalf("on tmpfs: wrong bytes (%d written direct)", d.DirectBytes())
+				t.Fatalf("on tmpfs: wrong bytes (%d written direct)", d.directBytes())
 			}
 			d.Close()
 		}
@@ -187,8 +187,8 @@ func TestDirectWriteRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(p)
-	if !bytes.Equal(got[:512<<10], mis) || !bytes.Equal(got[512<<10:], raw[:512<<10]) || d.DirectBytes() != 0 {
-		t.Fatalf("after a refusal: wrong bytes or %d direct", d.DirectBytes())
+	if !bytes.Equal(got[:512<<10], mis) || !bytes.Equal(got[512<<10:], raw[:512<<10]) || d.directBytes() != 0 {
+		t.Fatalf("after a refusal: wrong bytes or %d direct", d.directBytes())
 	}
 }
 
@@ -222,20 +222,15 @@ func TestDirectReadSequentialCache(t *testing.T) {
 }
 
 // sliceReaderAt is an io.ReaderAt over a byte slice that fails at failAt
-// (when set) and counts its reads.
+// (when set).
 type sliceReaderAt struct {
 	b      []byte
 	failAt int64
-	mu     sync.Mutex
-	reads  int
 }
 
 var errInjected = errors.New("injected read error")
 
 func (s *sliceReaderAt) ReadAt(p []byte, off int64) (int, error) {
-	s.mu.Lock()
-	s.reads++
-	s.mu.Unlock()
 	if s.failAt > 0 && off+int64(len(p)) > s.failAt {
 		n := copy(p, s.b[off:max(off, s.failAt)])
 		return n, errInjected

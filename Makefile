@@ -28,6 +28,7 @@ check-hostile: ## the hostile-user scenarios: FIFOs, signals, concurrency, stall
 
 test-slow: tools ## the slow tier (CI runs it after make test): the 256 MiB, 200-interruption install campaign, the delta proof and the fleet test
 	UPDOG_CAMPAIGN=full $(GO) test -count=1 -v -run '^TestCampaign$$' ./updater
+	$(GO) test -count=1 -tags updog_failpoints ./internal/failpoint
 	UPDOG_CAMPAIGN=full $(GO) test -count=1 -v -run '^TestCampaignProcess$$' ./updater
 	$(GO) test -count=1 -v -run '^TestDeltaProof$$' ./updater
 	$(GO) test -count=1 -v -run '^TestHostileFleet' ./internal/fleettest

@@ -11,6 +11,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/failpoint"
 )
 
 const (
@@ -589,6 +590,7 @@ func Write(d blockdev.Device, t *Table) error {
 		if err := d.Sync(); err != nil {
 			return fmt.Errorf("syncing after writing %s: %w", s.what, err)
 		}
+		failpoint.Hit("gpt-step")
 	}
 	t.ProtectiveMBR = true
 	t.RecoveredFromBackup, t.BackupStale = false, false

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,13 +40,17 @@ import (
 //     read a random part of the root (/proc/PID/io; the lag in reading
 //     the progress line moves some of these past the verification, into
 //     the end of the install);
-//   - around the switch, at the commit points, found by watching the
-//     state directory and the disk image (inotify) and stopping the
-//     process (SIGSTOP) to look: after the state says the set is written
-//     and before the install drops its checkpoint; as it drops it (the
-//     state must say written by then); before the switch; inside the switch's table write
-//     (after one of its writes: backup entries, backup header); after the
-//     switch and before the state says applied.
+//   - around the switch, at the commit points, where the process stops
+//     itself (the binary is built with internal/failpoint's tag, and
+//     UPDOG_FAILPOINT names the point) for the test to look and kill it:
+//     after the state says the set is written and before the install
+//     drops its checkpoint; once it dropped it (the state must say
+//     written by then); inside the switch's table write (after its first
+//     or second write: backup entries, backup header); after the switch
+//     and before the state says applied. Watching the state directory
+//     from outside (inotify) and stopping the process when it changed
+//     missed these now and then: the process ran on while the watcher
+//     woke up.
 //
 // After every kill set A is byte-identical to before and can boot, and
 // either set A boots next and set B cannot boot, or (once the switch is
@@ -241,7 +244,7 @@ machine_id = %q
 func buildUpdog(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "updog"), "./cmd/updog")
+	cmd := exec.Command("go", "build", "-tags", "updog_failpoints", "-o", filepath.Join(dir, "updog"), "./cmd/updog")
 	cmd.Dir = ".."
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/updog: %v\n%s", err, out)
@@ -404,6 +407,7 @@ func (run *procRun) tail() string {
 func (ps *procServer) runOnce(t *testing.T, bin, config string, f *fixture, k *procKill, rootBytes int64) *procRun {
 	t.Helper()
 	run := &procRun{kill: k, from: map[string]int64{}, sent: map[string]int64{}, queued: map[string]int64{}}
+
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	// At a lower priority, so that the test sees its progress lines
@@ -414,12 +418,8 @@ func (ps *procServer) runOnce(t *testing.T, bin, config string, f *fixture, k *p
 	if err != nil {
 		t.Fatal(err)
 	}
-	var watch *watcher
 	if k != nil && k.phase == "commit" {
-		if watch, err = newWatcher(f.cfg.StateDir, f.disk); err != nil {
-			t.Fatal(err)
-		}
-		defer watch.Close()
+		cmd.Env = append(os.Environ(), "UPDOG_FAILPOINT="+k.failpoints())
 	}
 	ps.mu.Lock()
 	ps.run = run
@@ -440,18 +440,13 @@ func (ps *procServer) runOnce(t *testing.T, bin, config string, f *fixture, k *p
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer close(stop)
-	if watch != nil {
+	if k != nil && k.phase == "commit" {
+		// A commit point this run never reaches (the install it would
+		// stop was done by an earlier run): stop ends commitKill.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			run.commitKill(t, watch, f)
-		}()
-		// A commit point this run never reaches (the install it would
-		// stop was done by an earlier run): closing the watcher ends
-		// commitKill's read.
-		go func() {
-			<-stop
-			watch.Close()
+			run.commitKill(t, f, stop)
 		}()
 	}
 	var timer *time.Timer
@@ -546,115 +541,84 @@ func readChars(pid int) (int64, error) {
 	return 0, errors.New("no rchar")
 }
 
-// commitKill stops the process at each change of the state directory
-// (and, for a torn switch, each write of the disk image while the state
-// says written) and kills it at the planned commit point; elsewhere it
-// lets it go on.
-func (run *procRun) commitKill(t *testing.T, w *watcher, f *fixture) {
-	dropped := false
-	writes := int64(0) // the disk image's writes while the state says written
-	stage := func() string {
-		b, err := os.ReadFile(filepath.Join(f.cfg.StateDir, stateFile))
-		var st State
-		if err != nil || json.Unmarshal(b, &st) != nil || st.Pending == nil {
-			return ""
-		}
-		return st.Pending.Stage
+// failpoints is the UPDOG_FAILPOINT sequence that stops the process at
+// the commit point of k (see internal/failpoint; buildUpdog builds with
+// them).
+func (k *procKill) failpoints() string {
+	switch k.image {
+	case commitWritten:
+		return "state-written"
+	case commitDropped:
+		return "checkpoint-dropped"
+	case commitTorn:
+		return "switch-begin" + strings.Repeat(",gpt-step", int(k.at))
+	case commitSwitched:
+		return "switch-done"
 	}
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := w.Read(buf)
-		if err != nil {
+	panic("unknown commit point " + k.image)
+}
+
+// commitKill waits for the process to stop itself at its commit point
+// (SIGSTOP, from its failpoint), checks what the state and the disk say
+// there, and kills it. A process that ends first never stopped: its run
+// is not killed.
+func (run *procRun) commitKill(t *testing.T, f *fixture, stop chan struct{}) {
+	for !isStopped(run.proc.Pid) {
+		select {
+		case <-stop:
 			return
+		case <-time.After(time.Millisecond):
 		}
-		for b := buf[:n]; len(b) >= 16; {
-			wd := int32(binary.LittleEndian.Uint32(b))
-			mask := binary.LittleEndian.Uint32(b[4:])
-			l := int(binary.LittleEndian.Uint32(b[12:]))
-			name := strings.TrimRight(string(b[16:16+l]), "\x00")
-			b = b[16+l:]
-			tmp := wd == w.dir && mask&syscall.IN_CREATE != 0 && strings.HasPrefix(name, "."+stateFile+".tmp")
-			if wd == w.dir && mask&syscall.IN_DELETE != 0 && name == checkpointFile {
-				dropped = true
-			}
-			var look bool
-			switch run.kill.image {
-			case commitDropped:
-				look = dropped
-			case commitWritten:
-				look = wd == w.dir && mask&syscall.IN_MOVED_TO != 0 && name == stateFile
-			case commitSwitched:
-				look = tmp
-			case commitTorn:
-				look = wd == w.disk && mask&syscall.IN_MODIFY != 0 && stage() == StageWritten
-			}
-			if !look {
-				continue
-			}
-			run.mu.Lock()
-			if run.killed || run.proc.Signal(syscall.SIGSTOP) != nil {
-				run.mu.Unlock()
-				return
-			}
-			waitStopped(run.proc.Pid)
-			st, next := stage(), nextBoot(f.disk)
-			var hit bool
-			switch run.kill.image {
-			case commitDropped:
-				if st == StageWriting {
-					t.Errorf("the checkpoint was dropped while the state says %q: a kill now starts the install over", st)
-				}
-				hit = st == StageWritten && next == "a"
-			case commitWritten:
-				hit = st == StageWritten && next == "a"
-			case commitSwitched:
-				hit = st == StageWritten && next == "b"
-			case commitTorn:
-				writes++
-				hit = st == StageWritten && writes == run.kill.at
-			}
-			if hit {
-				if run.proc.Kill() == nil {
-					run.killed = true
-					run.last = fmt.Sprintf("state %s, table says %s boots next", st, next)
-				}
-			} else {
-				run.proc.Signal(syscall.SIGCONT)
-			}
-			run.mu.Unlock()
-			if hit {
-				return
-			}
+	}
+	st, next := "", nextBoot(f.disk)
+	var state State
+	if b, err := os.ReadFile(filepath.Join(f.cfg.StateDir, stateFile)); err == nil && json.Unmarshal(b, &state) == nil && state.Pending != nil {
+		st = state.Pending.Stage
+	}
+	_, cpErr := os.Stat(filepath.Join(f.cfg.StateDir, checkpointFile))
+	want := "a" // the switch is not made
+	if run.kill.image == commitSwitched {
+		want = "b"
+	}
+	if st != StageWritten {
+		t.Errorf("at the commit point %q the state says %q, want %q", run.kill, st, StageWritten)
+	}
+	if next != want {
+		t.Errorf("at the commit point %q the table says %s boots next, want %s", run.kill, next, want)
+	}
+	if run.kill.image != commitWritten && !errors.Is(cpErr, os.ErrNotExist) {
+		t.Errorf("at the commit point %q the checkpoint is still there (%v)", run.kill, cpErr)
+	}
+	if run.kill.image == commitWritten && cpErr != nil {
+		t.Errorf("at the commit point %q the checkpoint is gone (%v)", run.kill, cpErr)
+	}
+	if run.kill.image == commitTorn {
+		// gptprio.Write's order: the backup entries (the backup copy no
+		// longer matches its header, unless an earlier torn switch left
+		// the new one), then the backup header (a whole new backup copy);
+		// the primary copy, old, is the one read.
+		tb := readTable(t, f.disk)
+		newBackup := tb.BackupProblem == nil && tb.BackupStale
+		if tb.PrimaryProblem != nil || run.kill.at == 2 && !newBackup || run.kill.at == 1 && tb.BackupProblem == nil && !newBackup {
+			t.Errorf("at the commit point %q: primary copy %v, backup copy %v, backup differs %v", run.kill, tb.PrimaryProblem, tb.BackupProblem, tb.BackupStale)
 		}
+	}
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	if !run.killed && run.proc.Kill() == nil {
+		run.killed = true
+		run.last = fmt.Sprintf("state %s, table says %s boots next", st, next)
 	}
 }
 
-// watcher is an inotify instance watching the state directory (creations,
-// deletions, renames into it) and the disk image (writes); Close
-// interrupts a Read.
-type watcher struct {
-	*os.File
-	dir, disk int32 // watch descriptors
-}
-
-func newWatcher(dir, disk string) (*watcher, error) {
-	fd, err := syscall.InotifyInit1(syscall.IN_NONBLOCK | syscall.IN_CLOEXEC)
+// isStopped reports whether process pid is stopped.
+func isStopped(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return nil, os.NewSyscallError("inotify_init1", err)
+		return false
 	}
-	w := &watcher{File: os.NewFile(uintptr(fd), "inotify")}
-	d, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_CREATE|syscall.IN_DELETE|syscall.IN_MOVED_TO)
-	if err != nil {
-		w.Close()
-		return nil, os.NewSyscallError("inotify_add_watch", err)
-	}
-	i, err := syscall.InotifyAddWatch(fd, disk, syscall.IN_MODIFY)
-	if err != nil {
-		w.Close()
-		return nil, os.NewSyscallError("inotify_add_watch", err)
-	}
-	w.dir, w.disk = int32(d), int32(i)
-	return w, nil
+	j := bytes.LastIndexByte(b, ')')
+	return j > 0 && j+2 < len(b) && (b[j+2] == 'T' || b[j+2] == 't')
 }
 
 // nextBoot reads the disk's table without its lock (the process holding
@@ -871,4 +835,19 @@ func fromSummary(from map[string]int64) string {
 		return "nothing"
 	}
 	return strings.Join(s, ", ")
+}
+
+// readTable reads the disk's table without its lock (the process holding
+// it is stopped).
+func readTable(t *testing.T, disk string) *gptprio.Table {
+	d, err := blockdev.Open(disk, blockdev.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tb, err := gptprio.Read(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/internal/failpoint"
 	"github.com/updog/updog/internal/sysutil"
 	"github.com/updog/updog/internal/tufclient"
 	"github.com/updog/updog/manifest"
@@ -246,6 +247,7 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 		if err := u.store.dropCheckpoint(); err != nil {
 			return plan, err
 		}
+		failpoint.Hit("checkpoint-dropped")
 		// Written and verified earlier (the switch waited for a window or
 		// the fleet lock): go straight to the switch.
 		if !o.Apply {
@@ -302,11 +304,13 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 	if err := u.store.save(s.st); err != nil {
 		return plan, err
 	}
+	failpoint.Hit("state-written")
 	// Only now that the state says written: a kill before this leaves the
 	// checkpoint to go on from.
 	if err := u.store.dropCheckpoint(); err != nil {
 		return plan, err
 	}
+	failpoint.Hit("checkpoint-dropped")
 	if !o.Apply {
 		return plan, nil
 	}
@@ -362,6 +366,7 @@ func (s *session) switchTo(ctx context.Context, record bool) error {
 	if record || s.st.LastAttempt == nil {
 		s.st.LastAttempt = &Attempt{Action: "update-apply", Release: &p.Release, Started: now}
 	}
+	failpoint.Hit("switch-begin")
 	err := s.edit(ctx, func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
 		a := gptprio.Attrs(t, l, in)
 		if a.Priority() != 0 || a.Successful() || (a.Tries() != 0 && a.Tries() != tries) {
@@ -382,6 +387,7 @@ func (s *session) switchTo(ctx context.Context, record bool) error {
 		s.u.store.save(s.st)
 		return fmt.Errorf("switching to set %s: %w", in, err)
 	}
+	failpoint.Hit("switch-done")
 	p.Stage, p.AppliedAt = StageApplied, now
 	s.st.Waiting = nil
 	s.st.LastAttempt.Outcome = "success"

@@ -119,6 +119,7 @@ func TestImportRules(t *testing.T) {
 		"internal/safefile":   {mod},
 		"internal/sysutil":    {mod},
 		"internal/fetch":      {mod},
+		"internal/failpoint":  {mod},
 		// The FleetLock client and the maintenance windows: standard
 		// library only.
 		"internal/fleetlock": {mod, "github.com", "go.etcd.io", "golang.org/x", "google.golang.org"},

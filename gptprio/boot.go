@@ -2,6 +2,7 @@ package gptprio
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -37,14 +38,14 @@ func NextPartition(t *Table) (Set, int, error) {
 	return nextBoot(t)
 }
 
-func nextBoot(t *Table) (Set, int, error) {
+func nextBoot(t *Table, skip ...Set) (Set, int, error) {
 	best, bestPart, bestPrio, i := Set(-1), 0, 0, 0
 	for _, p := range t.Partitions {
 		if p.Type != TypeBoot {
 			continue
 		}
 		a := p.Attributes
-		if (a.Tries() > 0 || a.Successful()) && a.Priority() > bestPrio {
+		if (a.Tries() > 0 || a.Successful()) && a.Priority() > bestPrio && !slices.Contains(skip, Set(i)) {
 			best, bestPart, bestPrio = Set(i), p.Number, a.Priority()
 		}
 		i++
@@ -90,20 +91,24 @@ type Choice struct {
 // its tries as [Boot] does. It returns the choice and the table to write,
 // nil when nothing changes (the set is marked successful, or has no tries
 // left). Disk.Update writes it crash-safely under the disk's lock.
-func BootNext(t *Table) (Choice, *Table, error) {
-	s, n, err := nextBoot(t)
+//
+// Sets in skip are passed over: the boot selector names a set that failed
+// to start in this boot without using a try (a set marked successful),
+// which the plain rule would choose again for ever. With every bootable
+// set skipped, it returns ErrNoBootableSet.
+func BootNext(t *Table, skip ...Set) (Choice, *Table, error) {
+	s, n, err := nextBoot(t, skip...)
 	if err != nil {
 		return Choice{}, nil, err
 	}
 	c := Choice{Set: s, Partition: n, Before: t.Partitions[n-1].Attributes}
-	_, nt, used, err := Boot(t)
-	if err != nil {
-		return Choice{}, nil, err
-	}
-	c.TryUsed = used
-	if !used {
+	if c.Before.Tries() == 0 {
 		return c, nil, nil
 	}
+	nt := t.Clone()
+	p := &nt.Partitions[n-1]
+	p.Attributes = p.Attributes.WithTries(p.Attributes.Tries() - 1)
+	c.TryUsed = true
 	return c, nt, nil
 }
 

@@ -92,6 +92,38 @@ func TestBootNext(t *testing.T) {
 	}
 }
 
+// TestBootNextSkip: the boot selector passes over a set that failed to
+// start in this boot.
+func TestBootNextSkip(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		a, b    Attr
+		skip    []Set
+		want    Set
+		tryUsed bool
+		err     error
+	}{
+		{"proven A failed, B proven", prio(2, 0, true), prio(1, 0, true), []Set{SetA}, SetB, false, nil},
+		{"proven B failed, A has tries", prio(1, 2, false), prio(2, 0, true), []Set{SetB}, SetA, true, nil},
+		{"proven B failed, A tried out", prio(1, 0, false), prio(2, 0, true), []Set{SetB}, 0, false, ErrNoBootableSet},
+		{"proven A failed, B priority 0", prio(1, 0, true), prio(0, 0, true), []Set{SetA}, 0, false, ErrNoBootableSet},
+		{"both failed", prio(1, 0, true), prio(2, 0, true), []Set{SetB, SetA}, 0, false, ErrNoBootableSet},
+		{"skipping the set not chosen changes nothing", prio(2, 0, true), prio(1, 0, true), []Set{SetB}, SetA, false, nil},
+	} {
+		tb := withAttrs(t, c.a, c.b)
+		ch, nt, err := BootNext(tb, c.skip...)
+		if !errors.Is(err, c.err) || err == nil && (ch.Set != c.want || ch.TryUsed != c.tryUsed || (nt != nil) != c.tryUsed) {
+			t.Errorf("%s: BootNext(skip %v) = %+v, table %v, %v; want set %v, try used %v, %v", c.name, c.skip, ch, nt != nil, err, c.want, c.tryUsed, c.err)
+			continue
+		}
+		if nt != nil {
+			if got := Attrs(nt, mustLayout(t, nt), c.want); got.Tries() != Attrs(tb, mustLayout(t, tb), c.want).Tries()-1 {
+				t.Errorf("%s: set %v after the boot: %v, want one try fewer", c.name, c.want, got)
+			}
+		}
+	}
+}
+
 func TestPreconditions(t *testing.T) {
 	fresh := withAttrs(t, prio(1, 0, true), 0)
 	if _, err := UpgradeToInactive(fresh, SetA); !errors.Is(err, ErrInactiveNotValid) {

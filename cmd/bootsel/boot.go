@@ -79,9 +79,10 @@ type choice struct {
 // next` runs: under the disk's exclusive flock it re-reads the table,
 // picks the set and, when that set has tries left, uses one up
 // (gptprio.BootNext) and writes the table crash-safely
-// (gptprio.Write's order: backup, then primary, each synced). No bootable
-// set is gptprio.ErrNoBootableSet.
-func (b *booter) choose(ctx context.Context, disk string) (choice, error) {
+// (gptprio.Write's order: backup, then primary, each synced). Sets in skip
+// (those that failed in this boot) are passed over. No bootable set is
+// gptprio.ErrNoBootableSet.
+func (b *booter) choose(ctx context.Context, disk string, skip ...gptprio.Set) (choice, error) {
 	c := choice{disk: disk}
 	d, err := gptprio.OpenDisk(ctx, disk, gptprio.OpenOptions{Host: b.host})
 	if err != nil {
@@ -89,7 +90,7 @@ func (b *booter) choose(ctx context.Context, disk string) (choice, error) {
 	}
 	defer d.Close()
 	_, after, err := d.Update(ctx, func(t *gptprio.Table, l gptprio.Layout) (*gptprio.Table, error) {
-		ch, nt, err := gptprio.BootNext(t) // signpost next's step, exactly
+		ch, nt, err := gptprio.BootNext(t, skip...) // signpost next's step, exactly
 		c.set, c.part, c.triesUsed, c.attrs = ch.Set, ch.Partition, ch.TryUsed, ch.Before
 		return nt, err
 	})
@@ -102,6 +103,48 @@ func (b *booter) choose(ctx context.Context, disk string) (choice, error) {
 	}
 	c.partUUID = p.ID.String()
 	return c, nil
+}
+
+// bootDisk is stage one's work on the boot disk: choose a set, load its
+// kernel and start it. It returns only when no kernel started: with the
+// error, and retry set when a try was used up (a restart makes the next
+// selection differ).
+//
+// A set marked successful uses no try, so after its failure the same rule
+// would choose it again at every restart: a proven set whose BOOT
+// partition went bad would keep the host down although the other set can
+// boot. So when a proven set fails here, bootsel chooses again in this
+// boot with that set passed over (using a try of the other set if it has
+// tries rather than the successful mark), and powers off only when no
+// other set can boot.
+func (b *booter) bootDisk(ctx context.Context, disk string) (retry bool, err error) {
+	var failed []gptprio.Set
+	for {
+		ch, err := b.choose(ctx, disk, failed...)
+		if errors.Is(err, gptprio.ErrNoBootableSet) {
+			if len(failed) > 0 {
+				b.logf("%s: no other partition set can boot", disk)
+				return false, fmt.Errorf("%w: set %v failed to start and no other set has a priority and tries left or the successful mark", err, failed)
+			}
+			b.logf("%s: no bootable partition set: no BOOT partition has a priority and tries left or the successful mark; nothing to boot", disk)
+			return false, err
+		}
+		if err != nil {
+			return false, err
+		}
+		b.logf("booting set=%v partition=%d disk=%s tries_used=%t boot_uuid=%s (attributes before: %v)",
+			ch.set, ch.part, disk, ch.triesUsed, ch.partUUID, ch.attrs)
+		l, err := b.loadSet(ctx, ch)
+		if err == nil {
+			b.logf("loaded %s %s %s (kernel %s, initrd %q); starting it with kexec", l.conf.Name, l.conf.Variant, l.conf.Version, l.conf.Kernel, l.conf.Initrd)
+			err = b.sys.kexecExec()
+		}
+		if ch.triesUsed || ctx.Err() != nil {
+			return ch.triesUsed, err
+		}
+		b.logf("set %v is marked successful but failed to start: %v; choosing again without it", ch.set, err)
+		failed = append(failed, ch.set)
+	}
 }
 
 // loaded is what loadSet read from the BOOT partition.

@@ -314,6 +314,63 @@ func TestStageOneNoBootableSet(t *testing.T) {
 	}
 }
 
+// TestStageOneFallsBackFromABrokenProvenSet: a set marked successful uses
+// no try, so when it fails to start, restarting would choose it again for
+// ever. bootDisk passes over it in the same boot and starts the other set
+// when that one can boot; it powers off only when none can.
+func TestStageOneFallsBackFromABrokenProvenSet(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		a, b      gptprio.Attr
+		retry     bool
+		loaded    string // the kernel the fake kexec saw last ("" none)
+		noSet     bool   // the error says no set can boot
+		bTriesNow int
+	}{
+		// B proven too: it is started (the fake's kexec fails, and B is
+		// passed over in turn): nothing left, power off.
+		{"other set proven", prio(2, 0, true), prio(1, 0, true), false, "kernel 1.1.0", true, 0},
+		// B has tries: one is used up for it and the boot restarts when
+		// it fails, so the next selection counts it.
+		{"other set has tries", prio(2, 0, true), prio(1, 2, false), true, "kernel 1.1.0", false, 1},
+		// B cannot boot: power off, and nothing was loaded.
+		{"other set not bootable", prio(2, 0, true), prio(1, 0, false), false, "", true, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := newFakeMachine(t)
+			m.setBoot(gptprio.SetB, "1.1.0")
+			// Set A's BOOT file system holds no boot.conf (a bad block,
+			// a half-written partition).
+			l, _ := gptprio.FindLayout(m.table())
+			m.bootFiles[filepath.Join(m.root, "dev", fmt.Sprintf("vda%d", l.Sets[gptprio.SetA].Boot))] = map[string]string{"vmlinuz": "kernel 1.0.0"}
+			m.edit(func(t *gptprio.Table) (*gptprio.Table, error) {
+				t.Partitions[l.Sets[gptprio.SetA].Boot-1].Attributes = c.a
+				t.Partitions[l.Sets[gptprio.SetB].Boot-1].Attributes = c.b
+				return t, nil
+			})
+			b, out := m.booter()
+			retry, err := b.bootDisk(context.Background(), m.disk)
+			if err == nil || retry != c.retry || errors.Is(err, gptprio.ErrNoBootableSet) != c.noSet || m.loadedKernel != c.loaded {
+				t.Fatalf("bootDisk = retry %v, %v; loaded %q; want retry %v, no set %v, loaded %q\n%s", retry, err, m.loadedKernel, c.retry, c.noSet, c.loaded, out)
+			}
+			if !strings.Contains(out.String(), "set a is marked successful but failed to start") {
+				t.Errorf("the console does not say why set A was passed over:\n%s", out)
+			}
+			tb := m.table()
+			if a := gptprio.Attrs(tb, l, gptprio.SetA); a != c.a {
+				t.Errorf("set A's bits changed: %v, was %v", a, c.a)
+			}
+			if bb := gptprio.Attrs(tb, l, gptprio.SetB); bb.Tries() != c.bTriesNow || bb.Priority() != c.b.Priority() || bb.Successful() != c.b.Successful() {
+				t.Errorf("set B after the boot: %v, want %d tries left (was %v)", bb, c.bTriesNow, c.b)
+			}
+		})
+	}
+}
+
+func prio(p, tries int, ok bool) gptprio.Attr {
+	return gptprio.Attr(0).WithPriority(p).WithTries(tries).WithSuccessful(ok)
+}
+
 func TestFindBootDiskWaits(t *testing.T) {
 	m := newFakeMachine(t)
 	// Hide the disk; a disk without a GPT (a USB stick) is there already.

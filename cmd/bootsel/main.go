@@ -37,9 +37,13 @@
 //	executing init= (default /sbin/init).
 //
 //	A failure after a try was used up restarts the machine after 5 s: the
-//	next selection counts that try, so the set falls back. A failure that
-//	would repeat (no disk, no bootable set, a set marked successful that
-//	does not boot) powers it off instead: bootsel never loops.
+//	next selection counts that try, so the set falls back. A set marked
+//	successful uses no try: when it fails to start in stage one (its BOOT
+//	partition, boot.conf or kernel unreadable), bootsel chooses again in
+//	the same boot with that set passed over, and starts the other set if
+//	it can boot. A failure that would repeat (no disk, no bootable set, no
+//	set left to try, a proven set whose root fails in stage two) powers
+//	the machine off instead: bootsel never loops.
 //
 //	bootsel mkinitramfs builds such an initramfs: an uncompressed newc
 //	cpio with this program (or --init) as /init, the modules named and
@@ -62,7 +66,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -72,7 +75,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/atomicfile"
 	"github.com/updog/updog/internal/cli"
 	"github.com/updog/updog/internal/initramfs"
@@ -221,22 +223,7 @@ func (b *booter) stageOne(ctx context.Context, c cmdline) {
 	if err != nil {
 		b.fatal(false, err)
 	}
-	ch, err := b.choose(ctx, disk)
-	if errors.Is(err, gptprio.ErrNoBootableSet) {
-		b.logf("%s: no bootable partition set: no BOOT partition has a priority and tries left or the successful mark; nothing to boot", disk)
-		b.fatal(false, err)
-	}
-	if err != nil {
-		b.fatal(false, err)
-	}
-	b.logf("booting set=%v partition=%d disk=%s tries_used=%t boot_uuid=%s (attributes before: %v)",
-		ch.set, ch.part, disk, ch.triesUsed, ch.partUUID, ch.attrs)
-	l, err := b.loadSet(ctx, ch)
-	if err != nil {
-		b.fatal(ch.triesUsed, err)
-	}
-	b.logf("loaded %s %s %s (kernel %s, initrd %q); starting it with kexec", l.conf.Name, l.conf.Variant, l.conf.Version, l.conf.Kernel, l.conf.Initrd)
-	b.fatal(ch.triesUsed, b.sys.kexecExec())
+	b.fatal(b.bootDisk(ctx, disk))
 }
 
 func (b *booter) stageTwo(ctx context.Context, c cmdline) {

@@ -167,7 +167,7 @@ func (s *session) openStream(ctx context.Context, c *tufclient.Client, img Plann
 // point ip records (0 for a new image) and records new ones in ip, calling
 // save after each.
 func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img PlannedImage, dst blockdev.Device, check io.Writer,
-	ip *imageProgress, save func() error) (written, error) {
+	sums *writtenSums, ip *imageProgress, save func() error) (written, error) {
 	var w written
 	prog := s.u.o.Progress
 	// The output's sha256 is what the boot and hash images are read back
@@ -219,6 +219,9 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	}
 	if check != nil {
 		sinks = append(sinks, check)
+	}
+	if sums != nil {
+		sinks = append(sinks, sums)
 	}
 	// The partition is synced as it is written, in the background, and a
 	// checkpoint saved after each sync: it never claims bytes a power cut
@@ -532,6 +535,7 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	resumes := 0
 	var params verity.Params
 	var rootHash []byte
+	var sums *writtenSums // the root's, when this run wrote all of it
 	for _, img := range plan.Images {
 		if done, err := s.deltaStep(ctx, c, plan, img, parts, cp, save, got, &params, &rootHash); err != nil {
 			return nil, err
@@ -591,8 +595,11 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 		var sink io.Writer
 		if check != nil {
 			sink = check
+			if ip.Out == 0 {
+				sums = newWrittenSums(dev.Size())
+			}
 		}
-		w, err := s.writeImage(ctx, c, img, dev, sink, ip, save)
+		w, err := s.writeImage(ctx, c, img, dev, sink, sums, ip, save)
 		resumes += w.resumes
 		if check != nil {
 			cerr := check.Close()
@@ -635,7 +642,14 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	// Read ahead of the check: the disk reads the next MiBs while the
 	// last ones are hashed.
 	rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}, 0, root.n)
-	err := verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
+	var err error
+	if sums != nil && sums.done(root.n) {
+		// Checked against the tree as written: the disk must hold the
+		// same bytes (the hash partition was read back above).
+		err = sums.verify(ctx, rb, root.n)
+	} else {
+		err = verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
+	}
 	rb.Close()
 	prog.Done(KindRoot, err)
 	if err != nil {

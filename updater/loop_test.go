@@ -76,6 +76,55 @@ func TestLoopDeviceUpdate(t *testing.T) {
 	}
 }
 
+// TestLoopDeviceUpdateDirectIO: direct_io on a block device. The inactive
+// partitions are opened exclusively (O_EXCL) and written through a second
+// descriptor with O_DIRECT (the node reopened without O_EXCL, which the
+// kernel would refuse while the first holds it); set B is exact, the
+// active set untouched, and the root written is not in the partition's
+// page cache. Without direct_io the same check sees it there, so the test
+// can fail.
+func TestLoopDeviceUpdateDirectIO(t *testing.T) {
+	t.Parallel()
+	for _, direct := range []bool{true, false} {
+		f := newFixtureRoot(t, 16)
+		f.codec = CodecZstd
+		f.cfg.DirectIO = direct
+		r := f.addRelease("1.1.0", nil)
+		f.publish(repo.Options{})
+		dev := loopDisk(t, f)
+		_, l := f.table()
+		node, err := blockdev.PartitionNode("/", dev, l.Sets[gptprio.SetB].Root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The last close of a block device drops its page cache: hold
+		// the node open (not exclusively) so that what the update left
+		// there stays to be seen.
+		hold, err := os.Open(node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hold.Close()
+		before := f.snapshotActive()
+		if _, err := f.updater().Update(context.Background(), UpdateOptions{Apply: true}); err != nil {
+			t.Fatalf("direct_io %v: update on %s: %v", direct, dev, err)
+		}
+		// Before anything reads set B back through the page cache.
+		res, total := residentPages(t, node, 0, int64(len(r.root)))
+		t.Logf("direct_io %v: %d of the %d pages of the root written are in %s's page cache", direct, res, total, node)
+		if direct && res*4 > total || !direct && res*4 < total {
+			t.Fatalf("direct_io %v: %d of %d pages of the root in the page cache", direct, res, total)
+		}
+		f.assertSetHolds(gptprio.SetB, r)
+		after := f.snapshotActive()
+		for n, s := range before.sums {
+			if after.sums[n] != s {
+				t.Fatalf("direct_io %v: the active set's partition %d changed", direct, n)
+			}
+		}
+	}
+}
+
 // TestLoopDeviceExclusive: an inactive partition held by someone else
 // (mounted, or opened exclusively) makes the update fail before it writes
 // a byte, naming the partition.

@@ -110,9 +110,16 @@ TOML
   /usr/bin/time -f '%e %M %U %S' -o "$work/updog.time" "$bin/updog" --config "$work/updog.toml" --disk "$work/disk.img" --active a update-image $flags > "$work/updog.out"
   read -r rt _ rus rsy < "$work/ref.time"; read -r ut um uus usy < "$work/updog.time"
   local comp; comp=$(stat -c %s "$work/targets/root.$v")
-  printf '%-12s %d GiB (%4d MiB compressed): %-22s %6.2f s | updog %6.2f s, peak RSS %3d MiB | ratio %.2f | CPU (user+sys) %.1f s vs %.1f s\n' \
+  # The mode, when not the default: a ratio is the issue's figure only
+  # for the default (checkpoints on, buffered I/O).
+  local mode=""
+  case "$flags $extra" in
+    *--no-checkpoints*) mode=" [--no-checkpoints]" ;;
+    *direct_io*) mode=" [direct_io]" ;;
+  esac
+  printf '%-12s %d GiB (%4d MiB compressed): %-22s %6.2f s | updog %6.2f s, peak RSS %3d MiB | ratio %.2f | CPU (user+sys) %.1f s vs %.1f s%s\n' \
     "$codec" "$(( $(stat -c %s "$r/root.img") >> 30 ))" $(( comp >> 20 )) "${dec%% *} pipeline" "$rt" "$ut" $(( um / 1024 )) "$(echo "$ut / $rt" | bc -l)" \
-    "$(echo "$uus + $usy" | bc -l)" "$(echo "$rus + $rsy" | bc -l)"
+    "$(echo "$uus + $usy" | bc -l)" "$(echo "$rus + $rsy" | bc -l)" "$mode"
   last_updog=$ut
 }
 

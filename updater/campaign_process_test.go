@@ -44,8 +44,9 @@ import (
 //     itself (the binary is built with internal/failpoint's tag, and
 //     UPDOG_FAILPOINT names the point) for the test to look and kill it:
 //     after the state says the set is written and before the install
-//     drops its checkpoint; once it dropped it (the state must say
-//     written by then); inside the switch's table write (after its first
+//     drops its checkpoint, or once it dropped it (the state must say
+//     written by then; one of the two, at random); once a run that found
+//     the set staged dropped the checkpoint; inside the switch's table write (after its first
 //     or second write: backup entries, backup header); after the switch
 //     and before the state says applied. Watching the state directory
 //     from outside (inotify) and stopping the process when it changed
@@ -318,7 +319,14 @@ func planKills(rnd *rand.Rand, lengths map[string]int64) []procKill {
 	// matches its header: the backup, new, is read).
 	torn := []int64{1, 2}
 	rnd.Shuffle(len(torn), func(i, j int) { torn[i], torn[j] = torn[j], torn[i] })
-	plan = append(plan, procKill{phase: "commit", image: commitWritten}, procKill{phase: "commit", image: commitDropped})
+	// A run stopped after the state says written leaves the next to find
+	// the set staged: of the two points of the install's own path, one is
+	// reached; then the staged path's.
+	first := procKill{phase: "commit", image: commitWritten}
+	if rnd.Intn(2) == 0 {
+		first.image = commitDropped
+	}
+	plan = append(plan, first, procKill{phase: "commit", image: commitDroppedStaged})
 	for _, n := range torn {
 		plan = append(plan, procKill{phase: "commit", image: commitTorn, at: n})
 	}
@@ -333,6 +341,9 @@ const (
 	commitDropped = "checkpoint dropped"
 	// The state says written; the switch is not made.
 	commitWritten = "state written"
+	// A run that found the set written and verified (staged) dropped the
+	// checkpoint a killed run left.
+	commitDroppedStaged = "checkpoint dropped (staged)"
 	// The switch's table write is under way: at writes of it.
 	commitTorn = "switch torn"
 	// The switch is made; the state does not say applied.
@@ -550,6 +561,8 @@ func (k *procKill) failpoints() string {
 		return "state-written"
 	case commitDropped:
 		return "checkpoint-dropped"
+	case commitDroppedStaged:
+		return "checkpoint-dropped-staged"
 	case commitTorn:
 		return "switch-begin" + strings.Repeat(",gpt-step", int(k.at))
 	case commitSwitched:
@@ -597,7 +610,10 @@ func (run *procRun) commitKill(t *testing.T, f *fixture, stop chan struct{}) {
 		// longer matches its header, unless an earlier torn switch left
 		// the new one), then the backup header (a whole new backup copy);
 		// the primary copy, old, is the one read.
-		tb := readTable(t, f.disk)
+		tb, err := readTable(f.disk)
+		if err != nil {
+			tb = &gptprio.Table{PrimaryProblem: err}
+		}
 		newBackup := tb.BackupProblem == nil && tb.BackupStale
 		if tb.PrimaryProblem != nil || run.kill.at == 2 && !newBackup || run.kill.at == 1 && tb.BackupProblem == nil && !newBackup {
 			t.Errorf("at the commit point %q: primary copy %v, backup copy %v, backup differs %v", run.kill, tb.PrimaryProblem, tb.BackupProblem, tb.BackupStale)
@@ -838,16 +854,12 @@ func fromSummary(from map[string]int64) string {
 }
 
 // readTable reads the disk's table without its lock (the process holding
-// it is stopped).
-func readTable(t *testing.T, disk string) *gptprio.Table {
+// it is stopped). It runs on commitKill's goroutine: no t.Fatal there.
+func readTable(disk string) (*gptprio.Table, error) {
 	d, err := blockdev.Open(disk, blockdev.Options{ReadOnly: true})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer d.Close()
-	tb, err := gptprio.Read(d)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tb
+	return gptprio.Read(d)
 }

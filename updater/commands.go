@@ -247,7 +247,7 @@ func (u *Updater) Update(ctx context.Context, o UpdateOptions) (*Plan, error) {
 		if err := u.store.dropCheckpoint(); err != nil {
 			return plan, err
 		}
-		failpoint.Hit("checkpoint-dropped")
+		failpoint.Hit("checkpoint-dropped-staged")
 		// Written and verified earlier (the switch waited for a window or
 		// the fleet lock): go straight to the switch.
 		if !o.Apply {

@@ -172,8 +172,9 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	prog := s.u.o.Progress
 	// The output's sha256 is what the boot and hash images are read back
 	// against; the root is checked block by block against its dm-verity
-	// tree instead (as written, and again when read back), so hashing it a
-	// second time would only cost a core.
+	// tree instead as it is written (and read back against the CRC-32Cs
+	// recorded then, or the tree again when this run did not write all of
+	// it), so hashing it a second time would only cost a core.
 	var outHash hash.Hash = nopHash{}
 	if check == nil {
 		outHash = sha256.New()

@@ -229,9 +229,14 @@ func (z *zframer) blocks(checksum bool, next func(n int) ([]byte, error)) error 
 // bytes at most), held until its piece is done; without writeTo, a
 // frame's buffer is held until its piece is done, and there is one more
 // buffer, taken in frame order so the oldest frame always has one.
-// Compressed frames are read into workers+1 buffers (the splitter reads
-// one while the workers decode). Every buffer is allocated on first use
-// and reused, so the source makes no garbage as it goes. A streamed frame
+// Compressed frames are read into as many buffers as there are workers:
+// a buffer comes back as soon as its frame is decoded, so the splitter
+// reads the next frame while that worker writes (one more buffer gained no
+// speed and held up to 8 MiB more: at 4 GiB, with the other buffers, the
+// heap sat at the runtime's memory limit and the collector ran 1,400
+// times). Every buffer is allocated on first use and reused (one grown for
+// an incompressible frame only while such frames come, recycleComp), so
+// the source makes little garbage as it goes. A streamed frame
 // uses pipeDepth buffers of pipeChunk and one decoder, reused from frame
 // to frame.
 //
@@ -310,10 +315,12 @@ func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int,
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := &zstdSource{ctx: ctx, cancel: cancel, out: make(chan job, workers+2), work: make(chan *frameJob),
-		dec: dec, comps: make(chan []byte, workers+1), outs: make(chan []byte, workers+1),
+		dec: dec, comps: make(chan []byte, workers), outs: make(chan []byte, workers+1),
 		chunks: make(chan []byte, pipeDepth)}
-	for i := 0; i < workers+1; i++ {
+	for i := 0; i < workers; i++ {
 		s.comps <- nil // allocated on first use
+	}
+	for i := 0; i < workers+1; i++ {
 		s.outs <- nil
 	}
 	for i := 0; i < pipeDepth; i++ {
@@ -480,6 +487,20 @@ func (s *zstdSource) whole(z *zframer, hdr []byte, size int64, checksum bool, ou
 	}
 }
 
+// recycleComp hands a compressed frame's buffer back for the next frame.
+// A buffer grown for a frame that hardly compressed (to
+// maxFrameCompressed) is dropped once a frame that compressed well has
+// used it: kept, one per frame in flight, they would hold the heap near the
+// runtime's memory limit for the rare frame that needs one, and the
+// garbage collector would run without pause (seen at 4 GiB: 1,400
+// collections with 46 MiB live).
+func (s *zstdSource) recycleComp(b []byte, size int64) {
+	if cap(b) > int(size/2+64<<10) && int64(len(b)) <= size/2 {
+		b = nil
+	}
+	s.comps <- b[:0]
+}
+
 // worker decodes frames: into its own buffer, writing them (writeTo) and
 // waiting for the piece to be done before the next, or into the buffer
 // the frame was given.
@@ -501,7 +522,7 @@ func (s *zstdSource) worker() {
 			buf = make([]byte, 0, fj.size)
 		}
 		p, err := s.dec.DecodeAll(fj.comp, buf[:0])
-		s.comps <- fj.comp[:0]
+		s.recycleComp(fj.comp, fj.size)
 		if err == nil && int64(len(p)) != fj.size {
 			err = fmt.Errorf("%w: a frame declares %d bytes and decodes to %d", ErrZstdFrame, fj.size, len(p))
 		}

@@ -18,7 +18,7 @@ import (
 // per worker), and the hash device is read through windows of
 // checkWindow bytes, one or two at a time, plus one block per tree level.
 const (
-	checkInFlight  = 8 << 20
+	checkInFlight  = 2 << 20
 	checkMinBatch  = 64 << 10
 	checkMaxWorker = checkInFlight / (2 * checkMinBatch)
 	checkWindow    = 64 << 10

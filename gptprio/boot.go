@@ -64,17 +64,14 @@ func nextBoot(t *Table, skip ...Set) (Set, int, error) {
 // the bootloader writes before booting it, and whether a try was used
 // (when false, nothing needs writing).
 func Boot(t *Table) (Set, *Table, bool, error) {
-	s, n, err := nextBoot(t)
+	c, nt, err := BootNext(t)
 	if err != nil {
 		return 0, nil, false, err
 	}
-	nt := t.Clone()
-	p := &nt.Partitions[n-1]
-	if p.Attributes.Tries() == 0 {
-		return s, nt, false, nil
+	if nt == nil {
+		nt = t.Clone()
 	}
-	p.Attributes = p.Attributes.WithTries(p.Attributes.Tries() - 1)
-	return s, nt, true, nil
+	return c.Set, nt, c.TryUsed, nil
 }
 
 // Choice is what the bootloader's step chose ([BootNext]).
@@ -88,7 +85,7 @@ type Choice struct {
 // BootNext is the bootloader's step as an edit for [Disk.Update] (or
 // [Disk.DryRun]), shared by `signpost next` and the boot selector so the
 // two can never disagree: it picks the set with [Next] and uses up one of
-// its tries as [Boot] does. It returns the choice and the table to write,
+// its tries ([Boot] is this step). It returns the choice and the table to write,
 // nil when nothing changes (the set is marked successful, or has no tries
 // left). Disk.Update writes it crash-safely under the disk's lock.
 //

@@ -2,7 +2,6 @@ package updater
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/updog/updog/gptprio"
 	"github.com/updog/updog/internal/blockdev"
+	"github.com/updog/updog/internal/testutil"
 	"github.com/updog/updog/repo"
 )
 
@@ -576,14 +576,15 @@ func (k *procKill) failpoints() string {
 // there, and kills it. A process that ends first never stopped: its run
 // is not killed.
 func (run *procRun) commitKill(t *testing.T, f *fixture, stop chan struct{}) {
-	for !isStopped(run.proc.Pid) {
+	for !testutil.Stopped(run.proc.Pid) {
 		select {
 		case <-stop:
 			return
 		case <-time.After(time.Millisecond):
 		}
 	}
-	st, next := "", nextBoot(f.disk)
+	tb, tbErr := readTable(f.disk)
+	st, next := "", nextBoot(tb, tbErr)
 	var state State
 	if b, err := os.ReadFile(filepath.Join(f.cfg.StateDir, stateFile)); err == nil && json.Unmarshal(b, &state) == nil && state.Pending != nil {
 		st = state.Pending.Stage
@@ -610,9 +611,8 @@ func (run *procRun) commitKill(t *testing.T, f *fixture, stop chan struct{}) {
 		// longer matches its header, unless an earlier torn switch left
 		// the new one), then the backup header (a whole new backup copy);
 		// the primary copy, old, is the one read.
-		tb, err := readTable(f.disk)
-		if err != nil {
-			tb = &gptprio.Table{PrimaryProblem: err}
+		if tbErr != nil {
+			tb = &gptprio.Table{PrimaryProblem: tbErr}
 		}
 		newBackup := tb.BackupProblem == nil && tb.BackupStale
 		if tb.PrimaryProblem != nil || run.kill.at == 2 && !newBackup || run.kill.at == 1 && tb.BackupProblem == nil && !newBackup {
@@ -627,25 +627,8 @@ func (run *procRun) commitKill(t *testing.T, f *fixture, stop chan struct{}) {
 	}
 }
 
-// isStopped reports whether process pid is stopped.
-func isStopped(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	j := bytes.LastIndexByte(b, ')')
-	return j > 0 && j+2 < len(b) && (b[j+2] == 'T' || b[j+2] == 't')
-}
-
-// nextBoot reads the disk's table without its lock (the process holding
-// it may be stopped) and says which set boots next.
-func nextBoot(disk string) string {
-	d, err := blockdev.Open(disk, blockdev.Options{ReadOnly: true})
-	if err != nil {
-		return "?"
-	}
-	defer d.Close()
-	tb, err := gptprio.Read(d)
+// nextBoot says which set a table read with readTable boots next.
+func nextBoot(tb *gptprio.Table, err error) string {
 	if err != nil {
 		return "?"
 	}
@@ -747,12 +730,8 @@ func (w *procWriter) Write(p []byte) (int, error) {
 // waitStopped waits (a second at most) for a process to stop after
 // SIGSTOP.
 func waitStopped(pid int) {
-	for i := 0; i < 1000; i++ {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return
-		}
-		if j := bytes.LastIndexByte(b, ')'); j > 0 && j+2 < len(b) && (b[j+2] == 'T' || b[j+2] == 't') {
+	for i := 0; i < 1000 && !testutil.Stopped(pid); i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
 			return
 		}
 		time.Sleep(time.Millisecond)

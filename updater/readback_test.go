@@ -34,6 +34,24 @@ func (d lyingDisk) WriteAt(p []byte, off int64) (int, error) {
 	return d.Device.WriteAt(p, off)
 }
 
+// wrappedRoot is an updater of the fixture's disk whose root partition
+// goes through wrap (nil: as it is).
+func wrappedRoot(t *testing.T, f *fixture, wrap func(blockdev.Device) blockdev.Device) *Updater {
+	t.Helper()
+	u, err := New(Options{Config: f.cfg, Disk: f.disk, Active: "a", Now: func() time.Time { return f.now },
+		Fetch: fetch.Options{Backoff: func(int) time.Duration { return time.Millisecond }, Retries: 3},
+		WrapPartition: func(kind string, d blockdev.Device) blockdev.Device {
+			if kind == KindRoot && wrap != nil {
+				return wrap(d)
+			}
+			return d
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
 // TestReadBackCatchesLyingDisk: a root partition that stores one byte
 // wrong (early, in the middle, in the last block) fails the install at
 // the read-back (the write-time check saw the right bytes); the active
@@ -50,18 +68,8 @@ func TestReadBackCatchesLyingDisk(t *testing.T) {
 				f.addRelease("1.1.0", nil)
 				f.publish(repo.Options{})
 				before := f.snapshotActive()
-				u, err := New(Options{Config: f.cfg, Disk: f.disk, Active: "a", Now: func() time.Time { return f.now },
-					Fetch: fetch.Options{Backoff: func(int) time.Duration { return time.Millisecond }, Retries: 3},
-					WrapPartition: func(kind string, d blockdev.Device) blockdev.Device {
-						if kind == KindRoot {
-							return lyingDisk{d, flip}
-						}
-						return d
-					}})
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, err = u.Update(context.Background(), UpdateOptions{Apply: true})
+				_, err := wrappedRoot(t, f, func(d blockdev.Device) blockdev.Device { return lyingDisk{d, flip} }).
+					Update(context.Background(), UpdateOptions{Apply: true})
 				if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "reading back") {
 					t.Fatalf("flip at %d: %v", flip, err)
 				}
@@ -103,18 +111,7 @@ func TestReadBackAfterResume(t *testing.T) {
 	f.publish(repo.Options{})
 	before := f.snapshotActive()
 	run := func(wrap func(blockdev.Device) blockdev.Device) error {
-		u, err := New(Options{Config: f.cfg, Disk: f.disk, Active: "a", Now: func() time.Time { return f.now },
-			Fetch: fetch.Options{Backoff: func(int) time.Duration { return time.Millisecond }, Retries: 3},
-			WrapPartition: func(kind string, d blockdev.Device) blockdev.Device {
-				if kind == KindRoot && wrap != nil {
-					return wrap(d)
-				}
-				return d
-			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = u.Update(context.Background(), UpdateOptions{Apply: true})
+		_, err := wrappedRoot(t, f, wrap).Update(context.Background(), UpdateOptions{Apply: true})
 		return err
 	}
 	// The first run stores byte 5 wrong and stops at 16 MiB.

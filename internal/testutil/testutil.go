@@ -1,5 +1,6 @@
 // Package testutil holds helpers shared by tests: locating the shared
-// Bottlerocket test data beside the project, and requiring external tools.
+// Bottlerocket test data beside the project, requiring external tools, and
+// telling whether a child process is stopped.
 //
 // Both follow one rule: when something a test needs is missing, the test
 // skips with a message saying what is missing, except under CI (CI set in
@@ -8,10 +9,12 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
 )
 
@@ -69,4 +72,15 @@ func Run(t testing.TB, name string, args ...string) string {
 		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return string(out)
+}
+
+// Stopped reports whether process pid is stopped (SIGSTOP, or a tracer's
+// stop), from /proc/PID/stat.
+func Stopped(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	j := bytes.LastIndexByte(b, ')')
+	return j > 0 && j+2 < len(b) && (b[j+2] == 'T' || b[j+2] == 't')
 }

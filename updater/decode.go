@@ -81,12 +81,15 @@ type decoded struct {
 // LZ4, xz and raw) read r exactly, never ahead, so the bytes hashed below
 // them at a restart point are exactly the stream up to it.
 func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, workers int, snap snapshotFunc) (*decoded, error) {
-	return openSourceAt(ctx, r, codec, in, out, nil, workers, snap)
+	return openSourceAt(ctx, r, codec, in, out, nil, workers, snap, false)
 }
 
 // openSourceAt is openSource going on from a restart point whose codec
-// state (restartPoint.codec) is state.
-func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, state []byte, workers int, snap snapshotFunc) (*decoded, error) {
+// state (restartPoint.codec) is state. checked says every byte of the
+// output is checked against a signed hash as it is written (the root,
+// against its dm-verity tree): then zstd's own frame checksums, a weaker
+// check of the same bytes, are not computed.
+func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, state []byte, workers int, snap snapshotFunc, checked bool) (*decoded, error) {
 	if codec == "" {
 		head := make([]byte, peekBytes)
 		n, err := io.ReadFull(r, head)
@@ -100,7 +103,7 @@ func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, 
 	none := func() int { return 0 }
 	switch codec {
 	case CodecZstd:
-		zs, err := newZstdSource(ctx, r, in, out, workers, snap)
+		zs, err := newZstdSource(ctx, r, in, out, workers, snap, checked)
 		if err != nil {
 			return nil, err
 		}

@@ -170,7 +170,7 @@ func FuzzZstdFrames(f *testing.F) {
 			return
 		}
 		open := func(ctx context.Context, comp []byte, off, out int64, _ []byte) (source, error) {
-			return newZstdSource(ctx, bytes.NewReader(comp), off, out, 1+int(workers%4), nil)
+			return newZstdSource(ctx, bytes.NewReader(comp), off, out, 1+int(workers%4), nil, false)
 		}
 		fuzzAgainst(t, in, open, "klauspost/compress", func() ([]byte, bool) {
 			want, err := ref.DecodeAll(in, nil)

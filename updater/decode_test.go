@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 type discardAt struct{ n int64 }
@@ -97,5 +99,50 @@ func TestAttackDecoderXZDictionary(t *testing.T) {
 	evil[i+2] = 38 // 1 GiB: and the CRC no longer matches, but we refuse first
 	if _, err := newDecoder(bytes.NewReader(evil), 1); err == nil || !bytes.Contains([]byte(err.Error()), []byte("dictionary")) {
 		t.Fatalf("huge xz dictionary: %v", err)
+	}
+}
+
+type bufferAt struct{ b []byte }
+
+func (w *bufferAt) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(w.b)) {
+		w.b = append(w.b, make([]byte, end-int64(len(w.b)))...)
+	}
+	copy(w.b[off:], p)
+	return len(p), nil
+}
+
+// TestZstdChecksumOnlyWhereUnchecked: a zstd frame whose content checksum
+// is wrong fails an image whose output nothing else checks (the boot and
+// hash images), and is let through for the root, whose every output byte
+// its dm-verity tree checks as it is written. Both as independent frames
+// (with their size) and as a stream.
+func TestZstdChecksumOnlyWhereUnchecked(t *testing.T) {
+	t.Parallel()
+	payload := bytes.Repeat([]byte("checked twice is once too many. "), 40000)
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderCRC(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := enc.EncodeAll(payload[:len(payload)/2], nil)
+	frames = enc.EncodeAll(payload[len(payload)/2:], frames)
+	stream := compress(t, CodecZstd, payload)
+	for name, comp := range map[string][]byte{"frames": frames, "stream": stream} {
+		bad := bytes.Clone(comp)
+		bad[len(bad)-1] ^= 0xff // the last frame's checksum
+		for _, checked := range []bool{false, true} {
+			d, err := openSourceAt(context.Background(), bytes.NewReader(bad), "", 0, 0, nil, 2, nil, checked)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bufferAt
+			_, err = copyImage(context.Background(), d.src, &out, 0, 1<<30, nil, nil, nil, nil)
+			if checked && (err != nil || !bytes.Equal(out.b, payload)) {
+				t.Errorf("%s, checked output: %d bytes, %v", name, len(out.b), err)
+			}
+			if !checked && err == nil {
+				t.Errorf("%s, unchecked output: a wrong checksum went through", name)
+			}
+		}
 	}
 }

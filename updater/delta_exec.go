@@ -80,7 +80,7 @@ func (s *session) deltaStep(ctx context.Context, c *tufclient.Client, plan *Plan
 				hashImg = im
 			}
 		}
-		w, err := s.writeImage(ctx, c, hashImg, parts[KindHash].dev, nil, nil, ip, save)
+		w, err := s.writeImage(ctx, c, hashImg, parts[KindHash].dev, nil, nil, nil, ip, save)
 		if err != nil {
 			return false, err
 		}

@@ -167,7 +167,7 @@ func (s *session) openStream(ctx context.Context, c *tufclient.Client, img Plann
 // point ip records (0 for a new image) and records new ones in ip, calling
 // save after each.
 func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img PlannedImage, dst blockdev.Device, check io.Writer,
-	sums *writtenSums, ip *imageProgress, save func() error) (written, error) {
+	sums *writtenSums, behind *readBehind, ip *imageProgress, save func() error) (written, error) {
 	var w written
 	prog := s.u.o.Progress
 	// The output's sha256 is what the boot and hash images are read back
@@ -201,7 +201,7 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 	if ip.In > 0 {
 		state = ip.CodecState
 	}
-	dec, err := openSourceAt(ctx, counted, codec, ip.In, ip.Out, state, s.u.o.Concurrency, snap)
+	dec, err := openSourceAt(ctx, counted, codec, ip.In, ip.Out, state, s.u.o.Concurrency, snap, check != nil)
 	if err != nil {
 		prog.Done(img.Kind, err)
 		return w, s.streamError(st, img, err)
@@ -240,6 +240,9 @@ func (s *session) writeImage(ctx context.Context, c *tufclient.Client, img Plann
 		}}
 	if check == nil {
 		ck.capture = outHash.(encoding.BinaryMarshaler).MarshalBinary
+	}
+	if behind != nil {
+		ck.synced = behind.synced
 	}
 	if s.u.o.CheckpointEvery < 0 {
 		ck = nil // no checkpoints, no syncs before the end (measurements)
@@ -537,6 +540,8 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	var params verity.Params
 	var rootHash []byte
 	var sums *writtenSums // the root's, when this run wrote all of it
+	// What its read-behind read back and found right.
+	var readBehindN int64
 	for _, img := range plan.Images {
 		if done, err := s.deltaStep(ctx, c, plan, img, parts, cp, save, got, &params, &rootHash); err != nil {
 			return nil, err
@@ -600,7 +605,31 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 				sums = newWrittenSums(dev.Size())
 			}
 		}
-		w, err := s.writeImage(ctx, c, img, dev, sink, sums, ip, save)
+		// The root this run writes whole is read back as it is synced
+		// (readBehind), while the rest downloads.
+		// A difference found there stops the install at once.
+		var behind *readBehind
+		wctx := ctx
+		if sums != nil && img.Kind == KindRoot {
+			r, closeBack, err := readBack(parts[KindRoot])
+			if err != nil {
+				check.Close()
+				return nil, err
+			}
+			defer closeBack()
+			var stop context.CancelCauseFunc
+			wctx, stop = context.WithCancelCause(ctx)
+			defer stop(nil)
+			behind = sums.readBehind(ctx, r, stop)
+		}
+		w, err := s.writeImage(wctx, c, img, dev, sink, sums, behind, ip, save)
+		if behind != nil {
+			var berr error
+			if readBehindN, berr = behind.close(); berr != nil && ctx.Err() == nil {
+				check.Close()
+				return nil, fmt.Errorf("%w: reading back the root partition as it was written: %w", ErrCorrupt, berr)
+			}
+		}
 		resumes += w.resumes
 		if check != nil {
 			cerr := check.Close()
@@ -642,16 +671,22 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	prog.Start(KindRoot, "verify", root.n)
 	// Read ahead of the check: the disk reads the next MiBs while the
 	// last ones are hashed.
-	rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: func(n int64) { prog.Add(KindRoot, n) }}, 0, root.n)
+	add := func(n int64) { prog.Add(KindRoot, n) }
 	var err error
 	if sums != nil && sums.done(root.n) {
 		// Checked against the tree as written: the disk must hold the
-		// same bytes (the hash partition was read back above).
-		err = sums.verify(ctx, rb, root.n)
+		// same bytes (the hash partition was read back above). The
+		// read-behind did most of it already.
+		from := readBehindN
+		add(from)
+		rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: add}, from, root.n-from)
+		err = sums.verify(ctx, rb, from, root.n)
+		rb.Close()
 	} else {
+		rb := blockdev.ReadAhead(ctx, readerAtCounter{ctx: ctx, r: back[KindRoot], add: add}, 0, root.n)
 		err = verity.VerifyReader(ctx, rb, root.n, back[KindHash], params, rootHash)
+		rb.Close()
 	}
-	rb.Close()
 	prog.Done(KindRoot, err)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -108,7 +108,7 @@ func decodeFrom(t testing.TB, codec Codec, comp []byte, in, out int64, state []b
 	if in == 0 {
 		codec = ""
 	}
-	d, err := openSourceAt(context.Background(), bytes.NewReader(comp[in:]), codec, in, out, state, 2, nil)
+	d, err := openSourceAt(context.Background(), bytes.NewReader(comp[in:]), codec, in, out, state, 2, nil, false)
 	if err != nil {
 		return nil, nil, nil, err
 	}

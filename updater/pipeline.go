@@ -149,6 +149,10 @@ type checkpoints struct {
 	// capture returned there. It is called on another goroutine, one call
 	// at a time, never after copyImage returns.
 	save func(rp restartPoint, captured []byte) error
+	// synced, when set, is told after each sync that the first out bytes
+	// of the output are durable (the read-behind). It is called on the
+	// syncer's goroutine and must not block.
+	synced func(out int64)
 }
 
 // settler is a source whose read-ahead is bounded from a position the
@@ -228,9 +232,13 @@ func (sy *syncer) run() {
 			cand = sy.latest
 		}
 		sy.from, sy.syncIn = sy.written, sy.lastIn
+		upto := sy.written
 		sy.mu.Unlock()
 		// Every byte before cand was written before this sync started.
 		err := sy.ck.sync()
+		if err == nil && sy.ck.synced != nil {
+			sy.ck.synced(upto)
+		}
 		if err == nil && cand != nil {
 			err = sy.ck.save(cand.rp, cand.captured)
 		}

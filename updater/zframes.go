@@ -251,6 +251,7 @@ type zstdSource struct {
 	cancel  context.CancelFunc
 	start   func() // starts the splitter (at the first next)
 	started bool
+	checked bool        // the output is checked as written: no frame checksums
 	direct  io.WriterAt // writeTo's partition
 	limit   int64       // and its size
 	writeMu sync.Mutex  // the workers write one at a time
@@ -306,15 +307,15 @@ func (e *copyError) Unwrap() error { return e.err }
 // newZstdSource makes a source decoding r, whose first byte is at
 // compressed offset in and whose output starts at offset out (a restart
 // point). It starts reading at the first next.
-func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int, snap snapshotFunc) (*zstdSource, error) {
+func newZstdSource(ctx context.Context, r io.Reader, in, out int64, workers int, snap snapshotFunc, checked bool) (*zstdSource, error) {
 	workers = min(max(workers, 1), maxFrameWorkers)
 	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(workers), zstd.WithDecoderMaxWindow(maxZstdWindow),
-		zstd.WithDecoderMaxMemory(maxParallelFrame), zstd.WithDecoderLowmem(true))
+		zstd.WithDecoderMaxMemory(maxParallelFrame), zstd.WithDecoderLowmem(true), zstd.IgnoreChecksum(checked))
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := &zstdSource{ctx: ctx, cancel: cancel, out: make(chan job, workers+2), work: make(chan *frameJob),
+	s := &zstdSource{ctx: ctx, cancel: cancel, checked: checked, out: make(chan job, workers+2), work: make(chan *frameJob),
 		dec: dec, comps: make(chan []byte, workers), outs: make(chan []byte, workers+1),
 		chunks: make(chan []byte, pipeDepth)}
 	for i := 0; i < workers; i++ {
@@ -624,7 +625,7 @@ func (s *zstdSource) streamed(z *zframer, hdr []byte, size int64, checksum bool,
 	var err error
 	if s.stream == nil {
 		s.stream, err = zstd.NewReader(pr, zstd.WithDecoderConcurrency(conc), zstd.WithDecoderMaxWindow(maxZstdWindow),
-			zstd.WithDecoderLowmem(true))
+			zstd.WithDecoderLowmem(true), zstd.IgnoreChecksum(s.checked))
 	} else {
 		err = s.stream.Reset(pr)
 	}

@@ -20,6 +20,10 @@ const directMin = 256 << 10
 // memory is not aligned.
 var bouncePool = sync.Pool{New: func() any { return alignedBuf(directChunk) }}
 
+// AlignedBuffer returns n bytes whose first byte is aligned as O_DIRECT
+// needs, for reads from a File opened with Options.Direct.
+func AlignedBuffer(n int) []byte { return *alignedBuf(n) }
+
 // alignedBuf returns n bytes whose first byte is directAlign-aligned.
 func alignedBuf(n int) *[]byte {
 	raw := make([]byte, n+directAlign)

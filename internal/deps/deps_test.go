@@ -120,6 +120,7 @@ func TestImportRules(t *testing.T) {
 		"internal/sysutil":    {mod},
 		"internal/fetch":      {mod},
 		"internal/failpoint":  {mod},
+		"internal/hugeheap":   {mod},
 		// The FleetLock client and the maintenance windows: standard
 		// library only.
 		"internal/fleetlock": {mod, "github.com", "go.etcd.io", "golang.org/x", "google.golang.org"},

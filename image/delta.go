@@ -26,7 +26,8 @@ import (
 // `zstd -dc` decodes it) and its index, whose frame ids use the dm-verity
 // salt, so a host's active hash partition already holds its root's block
 // digests. Both are made in the same single pass over the root image as
-// the other artifacts and the verity tree.
+// the other artifacts and the verity tree; the index's appendix (below)
+// needs one more read of the root tree's files before it.
 
 // idSeedFor is the seed of the identifiers of a file system: for the
 // root, derived from the variant alone (name, variant, arch, file system

@@ -282,7 +282,7 @@ func (s *SeekableWriter) enqueue(j *seekJob) error {
 			whole := f[:len(f)-len(f)%s.o.BlockSize]
 			digests = h.AppendDigests(digests[:0], whole)
 			fr.ID = delta.WindowID(digests)
-			if m, ok := s.mixedFrame(whole, digests); ok && len(digests) > 0 {
+			if m, ok := s.mixedFrame(whole, digests); ok {
 				m.Frame = len(j.frames)
 				j.mixed = append(j.mixed, m)
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
+	"slices"
 )
 
 // Defaults and limits of the format.
@@ -34,6 +35,10 @@ const (
 	MaxNameSize = 255
 	// HashSHA256 is the only hash the format uses.
 	HashSHA256 = "sha256"
+	// MaxAppendixBytes bounds the appendix of mixed frames (its encoded
+	// bytes): it is downloaded with the index and held in memory by the
+	// host for the whole install.
+	MaxAppendixBytes = 8 << 20
 )
 
 // Sentinel errors.
@@ -48,8 +53,13 @@ var (
 // magic starts every index file; the version follows it.
 var magic = [8]byte{'U', 'P', 'D', 'O', 'G', 'D', 'I', 'X'}
 
-// formatVersion is the layout Marshal writes and Parse reads.
-const formatVersion = 1
+// The layouts Marshal writes and Parse reads: version 1 has no appendix,
+// version 2 has one (Marshal writes 1 when there is no appendix, so an
+// index without one is the same bytes as before the appendix existed).
+const (
+	formatVersion         = 1
+	formatVersionAppendix = 2
+)
 
 // File names a file and pins its content.
 type File struct {
@@ -77,6 +87,33 @@ type Frame struct {
 	CLen uint32
 }
 
+// Mixed is an entry of the index's appendix: a frame that holds both file
+// data and other blocks (file-system metadata: inodes, directories,
+// superblock; and zeros). When a file changes size, the file data of such
+// a frame is found again, moved, in the host's images, but its metadata
+// blocks are new: the appendix carries them, so the host can assemble the
+// frame from single blocks of its seeds and these blocks instead of
+// fetching it.
+type Mixed struct {
+	// Frame is the frame's number.
+	Frame int
+	// Digests are the digests of the frame's blocks, in order (IDSize
+	// bytes each): their sha256 is the frame's id, which is how they are
+	// checked.
+	Digests []byte
+	// Blocks are the positions in the frame (in blocks, increasing) of the
+	// blocks Blob holds: all but the file data, which the host finds in
+	// its seeds. At least one block of the frame is not in Blob.
+	Blocks []uint16
+	// Blob is those blocks, in order, as one zstd frame.
+	Blob []byte
+}
+
+// EncodedSize is what m takes in the index.
+func (m *Mixed) EncodedSize() int {
+	return 4 + 2 + 2*len(m.Blocks) + len(m.Digests) + 4 + len(m.Blob)
+}
+
 // Index describes a seekable root image. Frame i is the image's bytes
 // [i*FrameSize, min((i+1)*FrameSize, ImageSize)), stored compressed at
 // Offsets()[i] in the seekable file.
@@ -90,6 +127,31 @@ type Index struct {
 	// Verity, when set, describes the root's hash image.
 	Verity *HashImage
 	Frames []Frame
+	// Mixed is the appendix (optional): mixed frames, by increasing
+	// frame number.
+	Mixed []Mixed
+}
+
+// AppendixSize is the bytes the appendix takes in the index (0 without
+// one).
+func (x *Index) AppendixSize() int {
+	if len(x.Mixed) == 0 {
+		return 0
+	}
+	n := 4
+	for i := range x.Mixed {
+		n += x.Mixed[i].EncodedSize()
+	}
+	return n
+}
+
+// FindMixed returns the appendix entry of frame i, or nil.
+func (x *Index) FindMixed(i int) *Mixed {
+	j, ok := slices.BinarySearchFunc(x.Mixed, i, func(m Mixed, i int) int { return m.Frame - i })
+	if !ok {
+		return nil
+	}
+	return &x.Mixed[j]
 }
 
 // FrameCount is the number of frames of an image of size bytes.
@@ -173,6 +235,46 @@ func (x *Index) Validate() error {
 	if total > x.Seekable.Length {
 		return bad("the frames take %d bytes, more than the %d of the seekable file", total, x.Seekable.Length)
 	}
+	return x.validateAppendix()
+}
+
+// validateAppendix checks the appendix against the frames (whose sizes
+// were checked).
+func (x *Index) validateAppendix() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: appendix: %s", ErrIndex, fmt.Sprintf(format, a...))
+	}
+	if n := x.AppendixSize(); n > MaxAppendixBytes {
+		return bad("%d bytes, more than %d", n, MaxAppendixBytes)
+	}
+	for i := range x.Mixed {
+		m := &x.Mixed[i]
+		if m.Frame < 0 || m.Frame >= len(x.Frames) {
+			return bad("no frame %d", m.Frame)
+		}
+		if i > 0 && m.Frame <= x.Mixed[i-1].Frame {
+			return bad("frame %d after frame %d (the frames must increase)", m.Frame, x.Mixed[i-1].Frame)
+		}
+		_, size := x.FrameRange(m.Frame)
+		k := int(size / int64(x.BlockSize))
+		if len(m.Digests) != k*IDSize {
+			return bad("frame %d: %d bytes of digests for %d blocks", m.Frame, len(m.Digests), k)
+		}
+		if id := WindowID(m.Digests); id != x.Frames[m.Frame].ID {
+			return bad("frame %d: its digests are not those of its id", m.Frame)
+		}
+		if len(m.Blocks) == 0 || len(m.Blocks) >= k {
+			return bad("frame %d: %d blocks in the blob, not between 1 and %d", m.Frame, len(m.Blocks), k-1)
+		}
+		for j, p := range m.Blocks {
+			if int(p) >= k || (j > 0 && p <= m.Blocks[j-1]) {
+				return bad("frame %d: block positions not increasing below %d", m.Frame, k)
+			}
+		}
+		if len(m.Blob) == 0 || int64(len(m.Blob)) > MaxCompressedFrame(len(m.Blocks)*x.BlockSize) {
+			return bad("frame %d: a blob of %d bytes for %d blocks", m.Frame, len(m.Blob), len(m.Blocks))
+		}
+	}
 	return nil
 }
 
@@ -187,14 +289,29 @@ func (x *Index) Validate() error {
 //	u8 verity flag; when 1: [16] uuid, u32 hash block size, u64 hash
 //	  image length, [32] its sha256
 //	per frame: [32] id, u32 compressed length
+//	version 2 only, the appendix: u32 entry count (at least 1), per
+//	  entry: u32 frame, u16 count of blob blocks, u16 each position, [32]
+//	  per block of the frame its digest, u32 blob length, blob
 //	[32] sha256 of everything before it
+//
+// The version is 1 without an appendix, 2 with one.
 func (x *Index) Marshal() ([]byte, error) {
 	if err := x.Validate(); err != nil {
 		return nil, err
 	}
-	b := make([]byte, 0, 128+len(x.Salt)+len(x.Seekable.Name)+len(x.Frames)*(IDSize+4)+32)
+	return x.encode(), nil
+}
+
+// encode is Marshal without the validation (tests make hostile indexes
+// with it).
+func (x *Index) encode() []byte {
+	b := make([]byte, 0, 128+len(x.Salt)+len(x.Seekable.Name)+len(x.Frames)*(IDSize+4)+x.AppendixSize()+32)
 	b = append(b, magic[:]...)
-	b = binary.LittleEndian.AppendUint32(b, formatVersion)
+	version := uint32(formatVersion)
+	if len(x.Mixed) > 0 {
+		version = formatVersionAppendix
+	}
+	b = binary.LittleEndian.AppendUint32(b, version)
 	b = binary.LittleEndian.AppendUint32(b, uint32(x.BlockSize))
 	b = binary.LittleEndian.AppendUint32(b, uint32(x.FrameSize))
 	b = binary.LittleEndian.AppendUint64(b, uint64(x.ImageSize))
@@ -220,8 +337,21 @@ func (x *Index) Marshal() ([]byte, error) {
 		b = append(b, f.ID[:]...)
 		b = binary.LittleEndian.AppendUint32(b, f.CLen)
 	}
+	if len(x.Mixed) > 0 {
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(x.Mixed)))
+		for _, m := range x.Mixed {
+			b = binary.LittleEndian.AppendUint32(b, uint32(m.Frame))
+			b = binary.LittleEndian.AppendUint16(b, uint16(len(m.Blocks)))
+			for _, p := range m.Blocks {
+				b = binary.LittleEndian.AppendUint16(b, p)
+			}
+			b = append(b, m.Digests...)
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Blob)))
+			b = append(b, m.Blob...)
+		}
+	}
 	sum := sha256.Sum256(b)
-	return append(b, sum[:]...), nil
+	return append(b, sum[:]...)
 }
 
 // decoder reads fields from a byte slice, never past its end.
@@ -271,9 +401,11 @@ func (d *decoder) u64() uint64 {
 	return 0
 }
 
-// Parse decodes and validates an index. It never reads past b, and
-// allocates no more than b's size: the frame table's length is checked
-// against the bytes left before it is made.
+// Parse decodes and validates an index, with or without an appendix. It
+// never reads past b, and allocates no more than about twice b's size: the
+// frame table's length is checked against the bytes left before it is
+// made, and each appendix entry is read only from bytes that are there
+// (the smallest entry takes 77 bytes, its slice headers about as many).
 func Parse(b []byte) (*Index, error) {
 	if len(b) < len(magic)+4+32 {
 		return nil, fmt.Errorf("%w: %d bytes is too short for an index", ErrIndex, len(b))
@@ -286,8 +418,9 @@ func Parse(b []byte) (*Index, error) {
 	if m := d.take(len(magic)); !bytes.Equal(m, magic[:]) {
 		return nil, fmt.Errorf("%w: not an updog delta index (bad magic)", ErrIndex)
 	}
-	if v := d.u32(); v != formatVersion {
-		return nil, fmt.Errorf("%w: format version %d (this program reads %d)", ErrIndex, v, formatVersion)
+	version := d.u32()
+	if version != formatVersion && version != formatVersionAppendix {
+		return nil, fmt.Errorf("%w: format version %d (this program reads %d and %d)", ErrIndex, version, formatVersion, formatVersionAppendix)
 	}
 	x := &Index{}
 	x.BlockSize = int(d.u32())
@@ -329,8 +462,8 @@ func Parse(b []byte) (*Index, error) {
 		return nil, d.err
 	}
 	const entry = IDSize + 4
-	if uint64(len(d.b)) != uint64(frames)*entry {
-		return nil, fmt.Errorf("%w: %d frames need %d bytes, %d are left", ErrIndex, frames, uint64(frames)*entry, len(d.b))
+	if need := uint64(frames) * entry; uint64(len(d.b)) < need || (version == formatVersion && uint64(len(d.b)) != need) {
+		return nil, fmt.Errorf("%w: %d frames need %d bytes, %d are left", ErrIndex, frames, need, len(d.b))
 	}
 	x.Frames = make([]Frame, frames)
 	for i := range x.Frames {
@@ -341,5 +474,59 @@ func Parse(b []byte) (*Index, error) {
 	if err := x.Validate(); err != nil {
 		return nil, err
 	}
+	if version == formatVersion {
+		return x, nil
+	}
+	if err := x.parseAppendix(d); err != nil {
+		return nil, err
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("%w: %d bytes after the appendix", ErrIndex, len(d.b))
+	}
+	if err := x.validateAppendix(); err != nil {
+		return nil, err
+	}
 	return x, nil
+}
+
+// minMixed is the smallest appendix entry: a frame of two blocks, one of
+// them in a one-byte blob.
+const minMixed = 4 + 2 + 2 + 2*IDSize + 4 + 1
+
+// parseAppendix reads the appendix of a version 2 index whose other
+// fields are valid.
+func (x *Index) parseAppendix(d *decoder) error {
+	n := d.u32()
+	if d.err != nil {
+		return d.err
+	}
+	if n == 0 || uint64(n) > uint64(len(d.b))/minMixed {
+		return fmt.Errorf("%w: appendix of %d entries in %d bytes", ErrIndex, n, len(d.b))
+	}
+	x.Mixed = make([]Mixed, n)
+	for i := range x.Mixed {
+		m := &x.Mixed[i]
+		f := d.u32()
+		if d.err == nil && f >= uint32(len(x.Frames)) {
+			return fmt.Errorf("%w: appendix: no frame %d", ErrIndex, f)
+		}
+		m.Frame = int(f)
+		if p := d.take(2 * int(d.u16())); p != nil {
+			m.Blocks = make([]uint16, len(p)/2)
+			for j := range m.Blocks {
+				m.Blocks[j] = binary.LittleEndian.Uint16(p[2*j:])
+			}
+		}
+		_, size := x.FrameRange(m.Frame)
+		m.Digests = bytes.Clone(d.take(int(size/int64(x.BlockSize)) * IDSize))
+		bl := d.u32()
+		if d.err == nil && int64(bl) > MaxCompressedFrame(x.FrameSize) {
+			return fmt.Errorf("%w: appendix: frame %d: a blob of %d bytes", ErrIndex, m.Frame, bl)
+		}
+		m.Blob = bytes.Clone(d.take(int(bl)))
+		if d.err != nil {
+			return d.err
+		}
+	}
+	return nil
 }

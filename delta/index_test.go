@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand"
+	"os"
 	"reflect"
 	"testing"
 )
@@ -92,24 +93,25 @@ func TestHostileIndex(t *testing.T) {
 	}
 	frames := len(good) - 32 - 5*36
 	for name, b := range map[string][]byte{
-		"magic":                 reseal(append([]byte("XPDOGDIX"), good[8:]...)),
-		"version":               le32(8, 2),
-		"block size 3000":       le32(12, 3000),
-		"block size 0":          le32(12, 0),
-		"frame size 5000":       le32(16, 5000),
-		"frame size huge":       le32(16, 1<<30),
-		"image size odd":        le64(20, uint64(x.ImageSize)+1),
-		"image size negative":   le64(20, 1<<63),
-		"image size too big":    le64(20, 1<<50),
-		"more frames claimed":   le32(28, 6),
-		"billions of frames":    le32(28, 1<<31),
-		"hash name":             reseal(append(append(append([]byte(nil), good[:33]...), "sha512"...), good[39:]...)),
-		"zero compressed frame": le32(frames+32, 0),
-		"huge compressed frame": le32(frames+32, 1<<20),
-		"frames past the file":  le64(33+6+2+6+2+len(x.Seekable.Name), 10),
-		"verity flag":           reseal(append(append(append([]byte(nil), good[:frames-61]...), 7), good[frames-60:]...)),
-		"hash image length":     le64(frames-60+16+4, 4097),
-		"hash block size":       le32(frames-60+16, 8192),
+		"magic":                  reseal(append([]byte("XPDOGDIX"), good[8:]...)),
+		"version":                le32(8, 3),
+		"version 2, no appendix": le32(8, 2),
+		"block size 3000":        le32(12, 3000),
+		"block size 0":           le32(12, 0),
+		"frame size 5000":        le32(16, 5000),
+		"frame size huge":        le32(16, 1<<30),
+		"image size odd":         le64(20, uint64(x.ImageSize)+1),
+		"image size negative":    le64(20, 1<<63),
+		"image size too big":     le64(20, 1<<50),
+		"more frames claimed":    le32(28, 6),
+		"billions of frames":     le32(28, 1<<31),
+		"hash name":              reseal(append(append(append([]byte(nil), good[:33]...), "sha512"...), good[39:]...)),
+		"zero compressed frame":  le32(frames+32, 0),
+		"huge compressed frame":  le32(frames+32, 1<<20),
+		"frames past the file":   le64(33+6+2+6+2+len(x.Seekable.Name), 10),
+		"verity flag":            reseal(append(append(append([]byte(nil), good[:frames-61]...), 7), good[frames-60:]...)),
+		"hash image length":      le64(frames-60+16+4, 4097),
+		"hash block size":        le32(frames-60+16, 8192),
 	} {
 		if _, err := Parse(b); !errors.Is(err, ErrIndex) {
 			t.Errorf("%s: %v", name, err)
@@ -125,10 +127,20 @@ func TestHostileIndex(t *testing.T) {
 }
 
 // FuzzParse: arbitrary bytes never panic; what parses marshals back to
-// the same bytes and parses to the same index.
+// the same bytes and parses to the same index. Seeds: indexes with and
+// without a verity description, with an appendix, and the version 1
+// golden file.
 func FuzzParse(f *testing.F) {
 	for i, v := range []bool{false, true} {
 		b, _ := testIndex(3+i, int64(i), v).Marshal()
+		f.Add(b)
+	}
+	b, err := appendixIndex(f, blocks("abcdMfghijNOmnopqP"), "1:0", "2:2,3", "4:1").Marshal()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	if b, err = os.ReadFile("testdata/index-v1.didx"); err == nil {
 		f.Add(b)
 	}
 	f.Add([]byte("UPDOGDIX"))

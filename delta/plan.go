@@ -36,6 +36,9 @@ const (
 	InPlace
 	// Copy frames are read from a seed.
 	Copy
+	// Assemble frames are made of single blocks of the seeds and the
+	// blocks of their appendix entry (Index.Mixed): see Assembly.
+	Assemble
 )
 
 func (k Kind) String() string {
@@ -44,16 +47,39 @@ func (k Kind) String() string {
 		return "in place"
 	case Copy:
 		return "copy"
+	case Assemble:
+		return "assemble"
 	}
 	return "missing"
 }
 
 // Source is where a frame comes from: for Copy, seed Seed (its index in
-// the seeds given) at byte Offset.
+// the seeds given) at byte Offset; for Assemble, the frame's Assembly
+// (Seed and Offset unused).
 type Source struct {
 	Offset int64
 	Seed   int32
 	Kind   Kind
+}
+
+// Part is where one block of an assembled frame comes from: seed Seed at
+// byte Offset, or, when Seed is FromAppendix, the frame's appendix blob.
+type Part struct {
+	Offset int64
+	Seed   int32
+}
+
+// FromAppendix is the Part.Seed of a block of the appendix.
+const FromAppendix = -1
+
+// Assembly is how frame Frame, which no seed holds whole, is made: from
+// the blocks of its appendix entry (Index.Mixed[Mixed]) and, for each of
+// its other blocks, a place in a seed that holds a block with that
+// block's digest. Parts has one entry per block of the frame.
+type Assembly struct {
+	Frame int
+	Mixed int
+	Parts []Part
 }
 
 // Run is a range of the seekable file fetched with one request: frames
@@ -100,9 +126,11 @@ func DefaultOptions() Options {
 // ranges of the seekable file to fetch.
 type Plan struct {
 	Sources []Source
-	Runs    []Run
+	// Assemblies of the Assemble frames, by increasing frame.
+	Assemblies []Assembly
+	Runs       []Run
 	// Counts of frames by kind.
-	InPlace, Copied, Missing int
+	InPlace, Copied, Assembled, Missing int
 	// MissingBytes is the compressed bytes of the missing frames;
 	// FetchBytes what the runs fetch (gaps included).
 	MissingBytes, FetchBytes int64
@@ -111,19 +139,30 @@ type Plan struct {
 // Requests is the number of range requests the plan makes.
 func (p *Plan) Requests() int { return len(p.Runs) }
 
+// Assembly returns the assembly of frame i, or nil.
+func (p *Plan) Assembly(i int) *Assembly {
+	j, ok := slices.BinarySearchFunc(p.Assemblies, i, func(a Assembly, i int) int { return a.Frame - i })
+	if !ok {
+		return nil
+	}
+	return &p.Assemblies[j]
+}
+
 // NewPlan matches the index's frames against the seeds (Match) and groups
 // the missing ones into runs (MergeRuns).
 func NewPlan(ctx context.Context, x *Index, seeds []Seed, o Options) (*Plan, error) {
-	src, err := Match(ctx, x, seeds)
+	src, asm, err := Match(ctx, x, seeds)
 	if err != nil {
 		return nil, err
 	}
-	return PlanFrom(x, src, o), nil
+	return PlanFrom(x, src, asm, o), nil
 }
 
-// PlanFrom makes a plan from sources already matched.
-func PlanFrom(x *Index, src []Source, o Options) *Plan {
-	p := &Plan{Sources: src}
+// PlanFrom makes a plan from sources (and assemblies) already matched.
+// Assembled frames are not fetched, unless a run merges them in to save
+// a request.
+func PlanFrom(x *Index, src []Source, asm []Assembly, o Options) *Plan {
+	p := &Plan{Sources: src, Assemblies: asm}
 	need := make([]bool, len(src))
 	for i, s := range src {
 		switch s.Kind {
@@ -131,6 +170,8 @@ func PlanFrom(x *Index, src []Source, o Options) *Plan {
 			p.InPlace++
 		case Copy:
 			p.Copied++
+		case Assemble:
+			p.Assembled++
 		default:
 			p.Missing++
 			p.MissingBytes += int64(x.Frames[i].CLen)
@@ -210,13 +251,22 @@ const digestBatch = 4096
 // place in a Target seed when it is there, else the first seed (in the
 // order given) that holds it anywhere, else, in a Target seed, its last
 // place at or after the frame's own offset. A window of the frame's
-// blocks is tried at every block offset of every seed. Memory is
-// independent of the seeds' sizes.
-func Match(ctx context.Context, x *Index, seeds []Seed) ([]Source, error) {
+// blocks is tried at every block offset of every seed.
+//
+// A frame found nowhere that has an appendix entry is assembled when every
+// block of it the entry does not hold is found in a seed, as a single
+// block at a block offset, by its digest, with the same preference (the
+// first non-target seed that has it, else its last place in a Target seed
+// at or after the frame's own offset); the assemblies are returned by
+// increasing frame. Memory is independent of the seeds' sizes: about 30
+// bytes per frame, and about 60 per distinct block digest the appendix
+// names (14 MiB for the largest appendix of a 4 GiB image).
+func Match(ctx context.Context, x *Index, seeds []Seed) ([]Source, []Assembly, error) {
 	if err := x.Validate(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := newTable(x)
+	bt := newBlockTable(x)
 	n := len(x.Frames)
 	src := make([]Source, n)
 	// Per head frame: the first non-target source found, and the last
@@ -233,9 +283,13 @@ func Match(ctx context.Context, x *Index, seeds []Seed) ([]Source, error) {
 	bs := int64(x.BlockSize)
 	for si, sd := range seeds {
 		if sd.Blocks < 0 {
-			return nil, fmt.Errorf("delta: seed %d has %d blocks", si, sd.Blocks)
+			return nil, nil, fmt.Errorf("delta: seed %d has %d blocks", si, sd.Blocks)
 		}
-		err := windows(ctx, sd, k, kLast, func(b int64, w int, id []byte) {
+		var blk func(b int64, digest []byte)
+		if bt != nil {
+			blk = func(b int64, digest []byte) { bt.see(si, sd.Target, b*bs, digest) }
+		}
+		err := windows(ctx, sd, k, kLast, blk, func(b int64, w int, id []byte) {
 			off := b * bs
 			if sd.Target && off%int64(x.FrameSize) == 0 {
 				j := off / int64(x.FrameSize)
@@ -254,7 +308,7 @@ func Match(ctx context.Context, x *Index, seeds []Seed) ([]Source, error) {
 			}
 		})
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for s := range t.head {
@@ -272,13 +326,160 @@ func Match(ctx context.Context, x *Index, seeds []Seed) ([]Source, error) {
 			}
 		}
 	}
-	return src, nil
+	var asm []Assembly
+	if bt != nil {
+		asm = bt.assemble(src)
+	}
+	return src, asm, nil
+}
+
+// blockTable is the distinct digests of the blocks the appendix's entries
+// do not hold (those an assembly finds in the seeds), open-addressed by an
+// 8-byte prefix, with where the seeds have them.
+type blockTable struct {
+	x      *Index
+	mask   uint64
+	prefix []uint64
+	slot   []int32 // digest number + 1; 0: empty slot
+	// Per digest: the entry and block it was first seen at, the first
+	// non-target place found, and the last place in a target seed (-1:
+	// none).
+	ref        []blockRef
+	found      []Part
+	lastTarget []int64
+	targetSeed []int32
+}
+
+type blockRef struct {
+	mixed int32
+	block uint16
+}
+
+func (t *blockTable) digest(r blockRef) []byte {
+	d := t.x.Mixed[r.mixed].Digests
+	return d[int(r.block)*IDSize : (int(r.block)+1)*IDSize]
+}
+
+// newBlockTable returns the table of the index's appendix (nil without
+// one).
+func newBlockTable(x *Index) *blockTable {
+	var n int
+	for _, m := range x.Mixed {
+		n += len(m.Digests)/IDSize - len(m.Blocks)
+	}
+	if n == 0 {
+		return nil
+	}
+	size := uint64(1)
+	for size < 2*uint64(n) {
+		size <<= 1
+	}
+	t := &blockTable{x: x, mask: size - 1, prefix: make([]uint64, size), slot: make([]int32, size), ref: make([]blockRef, 0, n)}
+	for mi, m := range x.Mixed {
+		inBlob := 0
+		for b := 0; b < len(m.Digests)/IDSize; b++ {
+			if inBlob < len(m.Blocks) && int(m.Blocks[inBlob]) == b {
+				inBlob++
+				continue
+			}
+			d := m.Digests[b*IDSize : (b+1)*IDSize]
+			s, ok := t.find(d)
+			if ok {
+				continue
+			}
+			t.ref = append(t.ref, blockRef{mixed: int32(mi), block: uint16(b)})
+			t.prefix[s], t.slot[s] = prefixOf(d), int32(len(t.ref))
+		}
+	}
+	t.found = make([]Part, len(t.ref))
+	t.lastTarget = make([]int64, len(t.ref))
+	t.targetSeed = make([]int32, len(t.ref))
+	for i := range t.ref {
+		t.found[i].Seed, t.lastTarget[i] = FromAppendix, -1
+	}
+	return t
+}
+
+// find returns the slot of digest d: its own when found, else the empty
+// slot where it would go.
+func (t *blockTable) find(d []byte) (uint64, bool) {
+	p := prefixOf(d)
+	for s := p & t.mask; ; s = (s + 1) & t.mask {
+		n := t.slot[s]
+		if n == 0 {
+			return s, false
+		}
+		if t.prefix[s] == p && bytes.Equal(t.digest(t.ref[n-1]), d) {
+			return s, true
+		}
+	}
+}
+
+// see records that seed si has a block with digest d at byte off.
+func (t *blockTable) see(si int, target bool, off int64, d []byte) {
+	s, ok := t.find(d)
+	if !ok {
+		return
+	}
+	n := t.slot[s] - 1
+	if target {
+		t.lastTarget[n], t.targetSeed[n] = off, int32(si)
+	} else if t.found[n].Seed == FromAppendix {
+		t.found[n] = Part{Seed: int32(si), Offset: off}
+	}
+}
+
+// assemble turns the missing frames of src that can be assembled into
+// Assemble frames, and returns their assemblies.
+func (t *blockTable) assemble(src []Source) []Assembly {
+	var asm []Assembly
+	x := t.x
+	for mi, m := range x.Mixed {
+		if src[m.Frame].Kind != Missing {
+			continue
+		}
+		frameOff := int64(m.Frame) * int64(x.FrameSize)
+		// part is where block b comes from (ok false: nowhere).
+		part := func(b int) (Part, bool) {
+			if _, in := slices.BinarySearch(m.Blocks, uint16(b)); in {
+				return Part{Seed: FromAppendix}, true
+			}
+			s, found := t.find(m.Digests[b*IDSize : (b+1)*IDSize])
+			if !found {
+				return Part{}, false
+			}
+			n := t.slot[s] - 1
+			switch {
+			case t.found[n].Seed != FromAppendix:
+				return t.found[n], true
+			case t.lastTarget[n] >= frameOff:
+				return Part{Seed: t.targetSeed[n], Offset: t.lastTarget[n]}, true
+			}
+			return Part{}, false
+		}
+		k := len(m.Digests) / IDSize
+		ok := true
+		for b := 0; b < k && ok; b++ {
+			_, ok = part(b)
+		}
+		if !ok {
+			continue
+		}
+		parts := make([]Part, k)
+		for b := range parts {
+			parts[b], _ = part(b)
+		}
+		src[m.Frame] = Source{Kind: Assemble}
+		asm = append(asm, Assembly{Frame: m.Frame, Mixed: mi, Parts: parts})
+	}
+	return asm
 }
 
 // windows calls fn with the id of every window of k digests of the seed
 // (w = k), and when kLast < k of every window of kLast digests too (w =
-// kLast), at block b, in increasing b.
-func windows(ctx context.Context, sd Seed, k, kLast int, fn func(b int64, w int, id []byte)) error {
+// kLast), at block b, in increasing b; and blk, when not nil, with the
+// digest of every block, in increasing b.
+func windows(ctx context.Context, sd Seed, k, kLast int, blk func(b int64, digest []byte), fn func(b int64, w int, id []byte)) error {
 	if sd.Blocks == 0 || sd.Digests == nil {
 		return nil
 	}
@@ -298,6 +499,11 @@ func windows(ctx context.Context, sd Seed, k, kLast int, fn func(b int64, w int,
 				err = io.ErrUnexpectedEOF
 			}
 			return fmt.Errorf("delta: reading a seed's digests at block %d: %w", end, err)
+		}
+		if blk != nil {
+			for j := 0; j < int(want); j++ {
+				blk(end+int64(j), buf[l+j*IDSize:l+(j+1)*IDSize])
+			}
 		}
 		end += want
 		for ; next < end; next++ {

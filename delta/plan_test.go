@@ -108,7 +108,7 @@ func TestMatch(t *testing.T) {
 				name, target := strings.CutPrefix(s, "T:")
 				seeds = append(seeds, seedOf(blocks(name), target))
 			}
-			src, err := Match(context.Background(), x, seeds)
+			src, _, err := Match(context.Background(), x, seeds)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -137,7 +137,7 @@ func TestMatchAgainstBruteForce(t *testing.T) {
 		active, old := randImg(rnd.Intn(60)), randImg(rnd.Intn(60))
 		img := blocks(target)
 		x := indexOf(t, img, testFrame)
-		src, err := Match(context.Background(), x, []Seed{seedOf(blocks(active), false), seedOf(blocks(old), true)})
+		src, _, err := Match(context.Background(), x, []Seed{seedOf(blocks(active), false), seedOf(blocks(old), true)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -180,7 +180,7 @@ func TestMatchBatchBoundaries(t *testing.T) {
 	for _, at := range []int{digestBatch - 5, digestBatch - 3, digestBatch - 1, digestBatch, 2*digestBatch - 2} {
 		seed := blocks(strings.Repeat("z", at) + "abcdefg" + "zz")
 		x := indexOf(t, blocks("abcdefg"), testFrame)
-		src, err := Match(context.Background(), x, []Seed{seedOf(seed, false)})
+		src, _, err := Match(context.Background(), x, []Seed{seedOf(seed, false)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,12 +195,12 @@ func TestMatchBatchBoundaries(t *testing.T) {
 func TestMatchSeedErrors(t *testing.T) {
 	x := indexOf(t, blocks("abcd"), testFrame)
 	short := Seed{Digests: bytes.NewReader(make([]byte, 3*IDSize)), Blocks: 4}
-	if _, err := Match(context.Background(), x, []Seed{short}); !errors.Is(err, io.ErrUnexpectedEOF) {
+	if _, _, err := Match(context.Background(), x, []Seed{short}); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("a short seed: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := Match(ctx, x, []Seed{seedOf(blocks("abcd"), false)}); !errors.Is(err, context.Canceled) {
+	if _, _, err := Match(ctx, x, []Seed{seedOf(blocks("abcd"), false)}); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
 	}
 }

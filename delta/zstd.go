@@ -1,6 +1,7 @@
 package delta
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 
@@ -55,3 +56,26 @@ func (f *FrameDecoder) Decode(src []byte, want int) ([]byte, error) {
 
 // Close releases the decoder.
 func (f *FrameDecoder) Close() { f.d.Close() }
+
+// MixedBlocks decodes the blob of the appendix entry m, its output bounded
+// to m's blocks, and checks each block against its digest. It returns the
+// blocks in the order of m.Blocks, valid until the decoder's next call. A
+// blob that does not decode to exactly those blocks is an ErrFrame error;
+// a block that is not the one its digest names, a *MismatchError
+// (ErrMismatch).
+func (x *Index) MixedBlocks(dec *FrameDecoder, h *Hasher, m *Mixed) ([]byte, error) {
+	want := len(m.Blocks) * x.BlockSize
+	out, err := dec.Decode(m.Blob, want)
+	if err != nil {
+		return nil, fmt.Errorf("the appendix blob of frame %d: %w", m.Frame, err)
+	}
+	h.digests = h.AppendDigests(h.digests[:0], out)
+	for j, p := range m.Blocks {
+		got := h.digests[j*IDSize : (j+1)*IDSize]
+		if int(p)*IDSize+IDSize > len(m.Digests) || !bytes.Equal(got, m.Digests[int(p)*IDSize:int(p)*IDSize+IDSize]) {
+			off, _ := x.FrameRange(m.Frame)
+			return nil, &MismatchError{Frame: m.Frame, Offset: off + int64(p)*int64(x.BlockSize)}
+		}
+	}
+	return out, nil
+}

@@ -547,7 +547,7 @@ func (b *builder) build(ctx context.Context, compactTool string) error {
 	if b.disk != nil && !root.inDisk {
 		extra = append(extra, &sparseWriter{w: b.disk, off: rootPart.off})
 	}
-	dl, err := b.startDelta(salt)
+	dl, err := b.startDelta(ctx, salt, rootSrc, root.size)
 	if err != nil {
 		return err
 	}

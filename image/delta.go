@@ -1,13 +1,20 @@
 package image
 
 import (
+	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
 
 	"github.com/updog/updog/delta"
 	"github.com/updog/updog/verity"
@@ -19,7 +26,8 @@ import (
 // `zstd -dc` decodes it) and its index, whose frame ids use the dm-verity
 // salt, so a host's active hash partition already holds its root's block
 // digests. Both are made in the same single pass over the root image as
-// the other artifacts and the verity tree.
+// the other artifacts and the verity tree; the index's appendix (below)
+// needs one more read of the root tree's files before it.
 
 // idSeedFor is the seed of the identifiers of a file system: for the
 // root, derived from the variant alone (name, variant, arch, file system
@@ -73,11 +81,17 @@ type deltaBuild struct {
 	closed              bool
 }
 
-// startDelta opens the seekable file (nil with NoDelta).
-func (b *builder) startDelta(salt []byte) (*deltaBuild, error) {
+// startDelta opens the seekable file (nil with NoDelta), for a root image
+// of size bytes made from the tree at src.
+func (b *builder) startDelta(ctx context.Context, salt []byte, src string, size int64) (*deltaBuild, error) {
 	o := &b.o
 	if o.NoDelta {
 		return nil, nil
+	}
+	b.log.Info("hashing the file blocks of the root tree, for the delta index's appendix")
+	fb, err := HashFileBlocks(ctx, src, salt, delta.BlockSize, o.Workers)
+	if err != nil {
+		return nil, err
 	}
 	d := &deltaBuild{hashSum: sha256.New()}
 	d.seekName, d.indexName = DeltaNames(o.Name, o.Variant, o.Arch, o.Version, o.RootFSType)
@@ -86,7 +100,8 @@ func (b *builder) startDelta(salt []byte) (*deltaBuild, error) {
 		return nil, err
 	}
 	d.f, d.cw = f, &countWriter{w: f}
-	if d.sk, err = NewSeekableWriter(d.cw, SeekableOptions{FrameSize: o.DeltaFrameSize, Salt: salt, Workers: o.Workers}); err != nil {
+	if d.sk, err = NewSeekableWriter(d.cw, SeekableOptions{FrameSize: o.DeltaFrameSize, Salt: salt, Workers: o.Workers,
+		FileBlocks: fb, AppendixMax: int(min(size/deltaAppendixShare, delta.MaxAppendixBytes))}); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -157,4 +172,143 @@ func (b *builder) finishDelta(d *deltaBuild, tree *verity.Tree) (*ReleaseDelta, 
 		Index:     Artifact{Target: d.indexName, Size: int64(len(idx)), Length: int64(len(idx)), SHA256: hex.EncodeToString(isum[:])},
 		FrameSize: x.FrameSize,
 	}, nil
+}
+
+// The appendix of mixed frames (see delta.Mixed). A file system that
+// interleaves its metadata with the file data (mkfs.erofs puts a block of
+// inodes every ~2 MiB, and directories among the files) changes a block
+// of metadata in every such frame after a file that changes size: the
+// file data of those frames is found again, moved, by the host, the
+// frames are not. The index carries, for each frame that mixes file data
+// with other blocks, those other blocks, so the host can assemble the
+// frame instead of fetching it. The file data is told from the rest
+// without parsing the file system: a block is file data when it is a
+// 4 KiB chunk of a regular file of the tree (aligned to the file's start,
+// the last one padded with zeros), as every file system updog builds
+// stores a file's data on whole blocks (erofs is built without inline
+// data). A false hit (another block with the same 8-byte digest prefix)
+// only leaves a block out of the blob: the frame is then fetched.
+
+// deltaAppendixShare bounds the appendix to 1/deltaAppendixShare of the
+// root image (and to delta.MaxAppendixBytes): every host downloads it
+// with the index, whether its frames are needed or not. A package update
+// of a 128 MiB root takes 64 KB on erofs and 106 KB on ext4.
+const deltaAppendixShare = 50
+
+// fileChunk is how much of a file FileBlocks reads at a time.
+const fileChunk = 1 << 20
+
+// FileBlocks is the set of the digests (hash(salt || block), 8-byte
+// prefixes) of the file data of a tree.
+type FileBlocks struct {
+	prefix []uint64 // sorted, distinct
+}
+
+// Has reports whether digest (delta.IDSize bytes) is one of a block of
+// file data (or shares its 8-byte prefix).
+func (f *FileBlocks) Has(digest []byte) bool {
+	p := binary.LittleEndian.Uint64(digest)
+	_, ok := slices.BinarySearch(f.prefix, p)
+	return ok
+}
+
+// Len is the number of distinct digests.
+func (f *FileBlocks) Len() int { return len(f.prefix) }
+
+// HashFileBlocks reads every regular file of the tree at dir (symbolic
+// links are not followed) and returns the set of the digests of its
+// blocks: blockSize chunks from each file's start, the last one padded
+// with zeros. workers files are read at a time (0: GOMAXPROCS).
+func HashFileBlocks(ctx context.Context, dir string, salt []byte, blockSize, workers int) (*FileBlocks, error) {
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	paths := make(chan string, workers)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		all  []uint64
+		ferr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		if ferr == nil {
+			ferr = err
+		}
+		mu.Unlock()
+		cancel()
+	}
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := delta.NewHasher(salt, blockSize)
+			buf := make([]byte, fileChunk)
+			var mine, digs []uint64
+			var d []byte
+			for p := range paths {
+				err := func() error {
+					f, err := os.Open(p)
+					if err != nil {
+						return err
+					}
+					defer f.Close()
+					for {
+						if err := ctx.Err(); err != nil {
+							return err
+						}
+						n, err := io.ReadFull(f, buf)
+						if n > 0 {
+							pad := (n + blockSize - 1) / blockSize * blockSize
+							clear(buf[n:pad])
+							d = h.AppendDigests(d[:0], buf[:pad])
+							for i := 0; i < len(d); i += delta.IDSize {
+								digs = append(digs, binary.LittleEndian.Uint64(d[i:]))
+							}
+						}
+						if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+							return nil
+						}
+						if err != nil {
+							return err
+						}
+					}
+				}()
+				if err != nil {
+					fail(fmt.Errorf("hashing the file blocks of %s: %w", p, err))
+					digs = digs[:0]
+					continue
+				}
+				mine, digs = append(mine, digs...), digs[:0]
+			}
+			mu.Lock()
+			all = append(all, mine...)
+			mu.Unlock()
+		}()
+	}
+	werr := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			select {
+			case paths <- p:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	close(paths)
+	wg.Wait()
+	if ferr != nil {
+		return nil, ferr
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("hashing the file blocks of %s: %w", dir, werr)
+	}
+	slices.Sort(all)
+	return &FileBlocks{prefix: slices.Compact(all)}, nil
 }

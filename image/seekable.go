@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -57,6 +58,12 @@ type SeekableOptions struct {
 	Salt      []byte
 	// Workers bounds the compressing goroutines (0: GOMAXPROCS).
 	Workers int
+	// FileBlocks, when set, are the digests of the file data of the tree
+	// the image was made from: the index then gets an appendix of the
+	// frames that mix file data with other blocks (see delta.Mixed), of
+	// at most AppendixMax bytes (the frames past it are left out).
+	FileBlocks  *FileBlocks
+	AppendixMax int
 }
 
 // seekBatch is how many frames a worker compresses at a time.
@@ -87,6 +94,11 @@ type SeekableWriter struct {
 	mu     sync.Mutex
 	frames []delta.Frame
 	dlens  []uint32
+	// The appendix, and its encoded size.
+	mixed   []delta.Mixed
+	apxSize int
+	// zeroDigest is the digest of a block of zeros.
+	zeroDigest [delta.IDSize]byte
 
 	zeroOnce sync.Once
 	zero     []byte // a whole frame of zeros, compressed
@@ -99,7 +111,9 @@ type seekJob struct {
 	out    []byte
 	frames []delta.Frame
 	dlens  []uint32
-	ready  chan struct{}
+	// mixed are the job's mixed frames, numbered from the job's first.
+	mixed []delta.Mixed
+	ready chan struct{}
 }
 
 // NewSeekableWriter returns a SeekableWriter writing to w.
@@ -128,6 +142,7 @@ func NewSeekableWriter(w io.Writer, o SeekableOptions) (*SeekableWriter, error) 
 	s := &SeekableWriter{o: o, sum: sha256.New(), enc: enc, queue: make(chan *seekJob, o.Workers),
 		sem: make(chan struct{}, o.Workers), done: make(chan struct{}), failed: make(chan struct{})}
 	s.w = io.MultiWriter(w, s.sum)
+	copy(s.zeroDigest[:], delta.NewHasher(o.Salt, o.BlockSize).AppendDigests(nil, make([]byte, o.BlockSize)))
 	go s.writeJobs()
 	return s, nil
 }
@@ -147,8 +162,21 @@ func (s *SeekableWriter) writeJobs() {
 			continue
 		}
 		s.mu.Lock()
+		first := len(s.frames)
 		s.frames = append(s.frames, j.frames...)
 		s.dlens = append(s.dlens, j.dlens...)
+		for _, m := range j.mixed {
+			n := m.EncodedSize()
+			if len(s.mixed) == 0 {
+				n += 4 // the entry count
+			}
+			if s.apxSize+n > s.o.AppendixMax {
+				continue
+			}
+			m.Frame += first
+			s.mixed = append(s.mixed, m)
+			s.apxSize += n
+		}
 		s.mu.Unlock()
 	}
 }
@@ -242,6 +270,7 @@ func (s *SeekableWriter) enqueue(j *seekJob) error {
 			}
 			return
 		}
+		var digests []byte
 		for in := j.in; len(in) > 0; {
 			f := in[:min(len(in), s.o.FrameSize)]
 			in = in[len(f):]
@@ -250,12 +279,51 @@ func (s *SeekableWriter) enqueue(j *seekJob) error {
 			fr := delta.Frame{CLen: uint32(len(j.out) - before)}
 			// A partial block (only at the very end) is refused by Close;
 			// the id covers whole blocks.
-			fr.ID, _ = h.FrameID(f[:len(f)-len(f)%s.o.BlockSize])
+			whole := f[:len(f)-len(f)%s.o.BlockSize]
+			digests = h.AppendDigests(digests[:0], whole)
+			fr.ID = delta.WindowID(digests)
+			if m, ok := s.mixedFrame(whole, digests); ok {
+				m.Frame = len(j.frames)
+				j.mixed = append(j.mixed, m)
+			}
 			j.frames = append(j.frames, fr)
 			j.dlens = append(j.dlens, uint32(len(f)))
 		}
 	}()
 	return nil
+}
+
+// mixedFrame returns the appendix entry of a frame (whole blocks, with
+// their digests) when it mixes file data with other blocks: metadata
+// (a block that is neither zeros nor a block of a file) and zeros. The
+// blob holds every block that is not file data.
+func (s *SeekableWriter) mixedFrame(f, digests []byte) (delta.Mixed, bool) {
+	fb := s.o.FileBlocks
+	if fb == nil || s.o.AppendixMax <= 0 {
+		return delta.Mixed{}, false
+	}
+	bs := s.o.BlockSize
+	var blocks []uint16
+	var meta, data int
+	for b := 0; b*bs < len(f); b++ {
+		d := digests[b*delta.IDSize : (b+1)*delta.IDSize]
+		switch {
+		case fb.Has(d):
+			data++
+			continue
+		case [delta.IDSize]byte(d) != s.zeroDigest:
+			meta++
+		}
+		blocks = append(blocks, uint16(b))
+	}
+	if meta == 0 || data == 0 {
+		return delta.Mixed{}, false
+	}
+	raw := make([]byte, 0, len(blocks)*bs)
+	for _, b := range blocks {
+		raw = append(raw, f[int(b)*bs:int(b+1)*bs]...)
+	}
+	return delta.Mixed{Digests: bytes.Clone(digests), Blocks: blocks, Blob: s.enc.EncodeAll(raw, nil)}, true
 }
 
 // Close compresses what is left and writes the seek table. It does not
@@ -302,7 +370,7 @@ func (s *SeekableWriter) Index(name string) (*delta.Index, error) {
 		return nil, fmt.Errorf("%w: the index of an unfinished file", ErrSeekable)
 	}
 	x := &delta.Index{BlockSize: s.o.BlockSize, FrameSize: s.o.FrameSize, Hash: delta.HashSHA256, Salt: s.o.Salt,
-		ImageSize: s.size, Seekable: delta.File{Name: name, Length: s.length}, Frames: s.frames}
+		ImageSize: s.size, Seekable: delta.File{Name: name, Length: s.length}, Frames: s.frames, Mixed: s.mixed}
 	copy(x.Seekable.SHA256[:], s.sum.Sum(nil))
 	return x, x.Validate()
 }

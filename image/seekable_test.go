@@ -240,6 +240,29 @@ func TestBuildDelta(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The appendix: within its bound, each entry's blocks the root's.
+	if x.AppendixSize() > len(root)/deltaAppendixShare {
+		t.Errorf("an appendix of %d bytes for a %d-byte root", x.AppendixSize(), len(root))
+	}
+	dec, err := delta.NewFrameDecoder(x.FrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	for _, m := range x.Mixed {
+		out, err := x.MixedBlocks(dec, h, &m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off, _ := x.FrameRange(m.Frame)
+		for j, p := range m.Blocks {
+			at := off + int64(p)*delta.BlockSize
+			if !bytes.Equal(out[j*delta.BlockSize:(j+1)*delta.BlockSize], root[at:at+delta.BlockSize]) {
+				t.Fatalf("appendix frame %d block %d", m.Frame, p)
+			}
+		}
+	}
+	t.Logf("index %d bytes, its appendix %d (%d frames)", len(idxb), x.AppendixSize(), len(x.Mixed))
 
 	o2 := testInputs(t, t.TempDir())
 	o2.NoDisk, o2.NoDelta = true, true

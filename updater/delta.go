@@ -87,24 +87,30 @@ type DeltaPlan struct {
 	// FullBytes is what a full install of the root downloads (the signed
 	// length of the root image).
 	FullBytes int64 `json:"full_bytes"`
-	// Frames by where they come from.
-	Frames  int `json:"frames"`
-	InPlace int `json:"in_place"`
-	Copied  int `json:"copied"`
-	Missing int `json:"missing"`
+	// Frames by where they come from: Assembled frames are made of single
+	// blocks of the seeds and blocks of the index's appendix (nothing
+	// fetched).
+	Frames    int `json:"frames"`
+	InPlace   int `json:"in_place"`
+	Copied    int `json:"copied"`
+	Assembled int `json:"assembled"`
+	Missing   int `json:"missing"`
 	// ActiveDigests says where the active root's block digests came from:
 	// "hash-partition", "cache" or "computed".
 	ActiveDigests string `json:"active_digests,omitempty"`
 	// Done, once installed: bytes and requests actually used, and
 	// whether it fell back to a full install (FellBack says why).
-	Fetched   int64  `json:"fetched,omitempty"`
-	Made      int    `json:"made_requests,omitempty"`
-	Streamed  bool   `json:"streamed,omitempty"`
-	FellBack  string `json:"fell_back,omitempty"`
-	x         *delta.Index
-	p         *delta.Plan
-	seekTF    *metadata.TargetFiles
-	activeNum int
+	Fetched int64 `json:"fetched,omitempty"`
+	Made    int   `json:"made_requests,omitempty"`
+	// Unassembled is the frames planned as assembled that were fetched
+	// instead (a seed block or an appendix block that did not check).
+	Unassembled int    `json:"unassembled,omitempty"`
+	Streamed    bool   `json:"streamed,omitempty"`
+	FellBack    string `json:"fell_back,omitempty"`
+	x           *delta.Index
+	p           *delta.Plan
+	seekTF      *metadata.TargetFiles
+	activeNum   int
 }
 
 // String is the plan in one line, for people.
@@ -119,8 +125,8 @@ func (d *DeltaPlan) String() string {
 	if d.FullBytes > 0 {
 		pct = 100 * float64(d.FetchBytes+d.IndexBytes) / float64(d.FullBytes)
 	}
-	return fmt.Sprintf("delta: %d bytes in %d range requests and a %d-byte index (%.1f%% of the %d-byte full root image); %d of %d frames copied, %d in place",
-		d.FetchBytes, d.Requests, d.IndexBytes, pct, d.FullBytes, d.Copied, d.Frames, d.InPlace)
+	return fmt.Sprintf("delta: %d bytes in %d range requests and a %d-byte index (%.1f%% of the %d-byte full root image); %d of %d frames copied, %d in place, %d assembled",
+		d.FetchBytes, d.Requests, d.IndexBytes, pct, d.FullBytes, d.Copied, d.Frames, d.InPlace, d.Assembled)
 }
 
 // planDelta decides whether the plan's root image is installed by delta,
@@ -271,7 +277,7 @@ func (s *session) makeDeltaPlan(ctx context.Context, c *tufclient.Client, plan *
 	keep = s.diskLock != nil
 	d.p = p
 	d.FetchBytes, d.Requests = p.FetchBytes, p.Requests()
-	d.Frames, d.InPlace, d.Copied, d.Missing = len(x.Frames), p.InPlace, p.Copied, p.Missing
+	d.Frames, d.InPlace, d.Copied, d.Assembled, d.Missing = len(x.Frames), p.InPlace, p.Copied, p.Assembled, p.Missing
 	if d.FullBytes > 0 && 2*(d.FetchBytes+d.IndexBytes) > d.FullBytes {
 		return fmt.Sprintf("the delta would fetch %d bytes, more than half of the %d-byte full root image", d.FetchBytes+d.IndexBytes, d.FullBytes), nil
 	}

@@ -134,7 +134,7 @@ func (s *session) installRootDelta(ctx context.Context, c *tufclient.Client, d *
 	e := &deltaExec{ctx: ctx, x: x, p: d.p, offs: x.Offsets(), url: c.URL(d.seekTF), total: d.seekTF.Length,
 		f: s.u.fetcher, dst: dst, seeds: []io.ReaderAt{active, dst}, fails: map[int]int{}, prog: prog}
 	err = e.run()
-	d.Fetched, d.Made, d.Streamed = e.fetched.Load(), int(e.requests.Load()), e.streamed
+	d.Fetched, d.Made, d.Streamed, d.Unassembled = e.fetched.Load(), int(e.requests.Load()), e.streamed, e.unassembled
 	prog.Done(KindRoot, err)
 	if err != nil {
 		return res, err
@@ -215,9 +215,10 @@ type deltaExec struct {
 	dec *delta.FrameDecoder
 	buf []byte
 
-	requests atomic.Int64
-	fetched  atomic.Int64
-	streamed bool
+	requests    atomic.Int64
+	fetched     atomic.Int64
+	streamed    bool
+	unassembled int
 
 	// stream is the whole seekable file, once a server ignored a Range
 	// request: read from pos on.
@@ -365,11 +366,19 @@ func (e *deltaExec) run() error {
 	return nil
 }
 
-// fromSeed reads frame i from its planned seed and checks it; nil data
-// means it is already in place. A frame the seed no longer holds is
-// fetched on its own.
+// fromSeed reads frame i from its planned seed and checks it, or
+// assembles it; nil data means it is already in place. A frame the seed no
+// longer holds, or that cannot be assembled as planned, is fetched on its
+// own.
 func (e *deltaExec) fromSeed(i int, off, size int64) ([]byte, error) {
 	src := e.p.Sources[i]
+	if src.Kind == delta.Assemble {
+		if b, err := e.assemble(i, size); err == nil {
+			return b, nil
+		}
+		e.unassembled++
+		return e.fetchOne(i)
+	}
 	if src.Kind != delta.Missing && int(src.Seed) < len(e.seeds) {
 		at := src.Offset
 		if src.Kind == delta.InPlace {
@@ -386,6 +395,64 @@ func (e *deltaExec) fromSeed(i int, off, size int64) ([]byte, error) {
 		}
 	}
 	return e.fetchOne(i)
+}
+
+// assemble makes frame i from its appendix blocks (decoded with the
+// output bounded to them, each checked against its digest) and single
+// blocks of the seeds (each read again and checked against its digest),
+// then checks the whole frame against its id. It writes nothing: the
+// frame, in e.buf, is written by the caller only when every check passed.
+func (e *deltaExec) assemble(i int, size int64) ([]byte, error) {
+	a := e.p.Assembly(i)
+	if a == nil || a.Mixed < 0 || a.Mixed >= len(e.x.Mixed) {
+		return nil, fmt.Errorf("updater: no assembly of frame %d", i)
+	}
+	m := &e.x.Mixed[a.Mixed]
+	bs := e.x.BlockSize
+	b := e.buf[:size]
+	if m.Frame != i || len(a.Parts)*bs != int(size) || len(m.Digests) != len(a.Parts)*delta.IDSize {
+		return nil, fmt.Errorf("updater: the assembly of frame %d does not fit it", i)
+	}
+	blob, err := e.x.MixedBlocks(e.dec, e.h, m)
+	if err != nil {
+		return nil, err
+	}
+	for j, p := range m.Blocks {
+		copy(b[int(p)*bs:int(p+1)*bs], blob[j*bs:(j+1)*bs])
+	}
+	// The seed blocks, in runs of blocks that follow each other in one
+	// seed, each block checked.
+	var dig []byte
+	for p := 0; p < len(a.Parts); {
+		pt := a.Parts[p]
+		if pt.Seed == delta.FromAppendix {
+			p++
+			continue
+		}
+		q := p + 1
+		for q < len(a.Parts) && a.Parts[q].Seed == pt.Seed && a.Parts[q].Offset == pt.Offset+int64(q-p)*int64(bs) {
+			q++
+		}
+		if int(pt.Seed) < 0 || int(pt.Seed) >= len(e.seeds) {
+			return nil, fmt.Errorf("updater: frame %d: no seed %d", i, pt.Seed)
+		}
+		run := b[p*bs : q*bs]
+		if k, err := e.seeds[pt.Seed].ReadAt(run, pt.Offset); k != len(run) {
+			if err == nil {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("updater: frame %d: reading seed %d at %d: %w", i, pt.Seed, pt.Offset, err)
+		}
+		dig = e.h.AppendDigests(dig[:0], run)
+		if subtle.ConstantTimeCompare(dig, m.Digests[p*delta.IDSize:q*delta.IDSize]) != 1 {
+			return nil, fmt.Errorf("updater: frame %d: seed %d at %d: %w", i, pt.Seed, pt.Offset, delta.ErrMismatch)
+		}
+		p = q
+	}
+	if err := e.x.Check(e.h, i, b); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // fetchOne fetches frame i on its own (a seed that changed, a frame

@@ -89,11 +89,12 @@ func (f *fixture) deltaRelease(version string, root []byte) *testRelease {
 }
 
 // seekable compresses a root image as imgbuild does for delta updates and
-// returns the seekable file and its index (naming it name).
-func seekable(t testing.TB, r *testRelease, name string, frameSize int) ([]byte, []byte) {
+// returns the seekable file and its index (naming it name); with fb, the
+// index has an appendix of the frames that mix fb's blocks with others.
+func seekable(t testing.TB, r *testRelease, name string, frameSize int, fb *image.FileBlocks) ([]byte, []byte) {
 	t.Helper()
 	var out bytes.Buffer
-	w, err := image.NewSeekableWriter(&out, image.SeekableOptions{FrameSize: frameSize, Salt: r.salt})
+	w, err := image.NewSeekableWriter(&out, image.SeekableOptions{FrameSize: frameSize, Salt: r.salt, FileBlocks: fb, AppendixMax: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +116,14 @@ func seekable(t testing.TB, r *testRelease, name string, frameSize int) ([]byte,
 	return out.Bytes(), idx
 }
 
-// addDeltaRelease stages a release with its delta artifacts. edit may
-// change the files before they are staged.
-func (f *fixture) addDeltaRelease(r *testRelease, edit func(u *manifest.Update, files map[string][]byte)) (seekName, idxName string) {
+// addDeltaRelease stages a release with its delta artifacts (an appendix
+// made with fb, when set). edit may change the files before they are
+// staged.
+func (f *fixture) addDeltaRelease(r *testRelease, fb *image.FileBlocks, edit func(u *manifest.Update, files map[string][]byte)) (seekName, idxName string) {
 	f.t.Helper()
 	seekName = fmt.Sprintf("bottlerocket-%s-%s-%s-root.ext4.seek.zst", testVariant, testArch, r.version)
 	idxName = fmt.Sprintf("bottlerocket-%s-%s-%s-root.ext4.didx", testVariant, testArch, r.version)
-	seek, idx := seekable(f.t, r, seekName, delta.DefaultFrameSize)
+	seek, idx := seekable(f.t, r, seekName, delta.DefaultFrameSize, fb)
 	f.addRelease(r.version, func(u *manifest.Update, files map[string][]byte) {
 		files[seekName], files[idxName] = seek, idx
 		u.Images.Delta = &manifest.Delta{Seekable: seekName, Index: idxName}
@@ -243,13 +245,20 @@ type deltaFixture struct {
 
 func newDeltaFixture(t *testing.T, rootMiB int64, edit func(u *manifest.Update, files map[string][]byte)) *deltaFixture {
 	t.Helper()
-	f := newFixtureRoot(t, rootMiB)
 	a, b := packageUpdate(int(rootMiB) << 20)
+	return newDeltaFixtureOf(t, rootMiB, a, b, nil, edit)
+}
+
+// newDeltaFixtureOf is newDeltaFixture with set A holding root image a,
+// and b published (with an appendix made with fb, when set).
+func newDeltaFixtureOf(t *testing.T, rootMiB int64, a, b []byte, fb *image.FileBlocks, edit func(u *manifest.Update, files map[string][]byte)) *deltaFixture {
+	t.Helper()
+	f := newFixtureRoot(t, rootMiB)
 	v1 := f.deltaRelease("1.0.0", a)
 	f.writeSet(gptprio.SetA, v1)
 	v2 := f.deltaRelease("1.1.0", b)
 	d := &deltaFixture{fixture: f, v1: v1, v2: v2}
-	d.seek, d.index = f.addDeltaRelease(v2, edit)
+	d.seek, d.index = f.addDeltaRelease(v2, fb, edit)
 	f.publish(repo.Options{})
 	d.srv = &rangeServer{f: f, seek: d.seek, index: d.index, rootName: v2.names.Root}
 	f.setHandler(d.srv)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"reflect"
@@ -345,40 +346,61 @@ func TestMatchMemoryAppendix(t *testing.T) {
 		t.Skip("hashes 1M windows")
 	}
 	const frames = 65536
-	x := &Index{BlockSize: BlockSize, FrameSize: DefaultFrameSize, Hash: HashSHA256, ImageSize: frames * DefaultFrameSize,
-		Seekable: File{Name: "s", Length: frames * 30000}}
-	x.Frames = make([]Frame, frames)
-	rnd := rand.New(rand.NewSource(1))
-	for i := range x.Frames {
-		rnd.Read(x.Frames[i].ID[:])
-		x.Frames[i].CLen = 30000
-	}
-	// Entries of one blob block and 15 distinct others, a 1-byte blob.
 	k := DefaultFrameSize / BlockSize
-	for f := 0; f < frames; f++ {
-		m := Mixed{Frame: f, Digests: make([]byte, k*IDSize), Blocks: []uint16{0}, Blob: []byte{0}}
-		if x.AppendixSize()+4+m.EncodedSize() > MaxAppendixBytes {
-			break
+	// found: every block an entry needs from a seed is in the seed, so
+	// every entry's frame is assembled and its parts held (the worst case
+	// for the plan's memory); else none is.
+	for _, found := range []bool{false, true} {
+		x := &Index{BlockSize: BlockSize, FrameSize: DefaultFrameSize, Hash: HashSHA256, ImageSize: frames * DefaultFrameSize,
+			Seekable: File{Name: "s", Length: frames * 30000}}
+		x.Frames = make([]Frame, frames)
+		rnd := rand.New(rand.NewSource(1))
+		for i := range x.Frames {
+			rnd.Read(x.Frames[i].ID[:])
+			x.Frames[i].CLen = 30000
 		}
-		rnd.Read(m.Digests)
-		x.Frames[f].ID = WindowID(m.Digests)
-		x.Mixed = append(x.Mixed, m)
-	}
-	if err := x.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	var before, after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-	p, err := NewPlan(context.Background(), x, []Seed{{Digests: &digestStream{n: 1 << 20}, Blocks: 1 << 20}}, DefaultOptions())
-	runtime.ReadMemStats(&after)
-	if err != nil {
-		t.Fatal(err)
-	}
-	alloc := after.TotalAlloc - before.TotalAlloc
-	t.Logf("planning 4 GiB with a %d-byte appendix of %d frames (%d blocks to find) allocated %.1f MiB",
-		x.AppendixSize(), len(x.Mixed), len(x.Mixed)*(k-1), float64(alloc)/(1<<20))
-	if p.Missing != frames || alloc > 24<<20 {
-		t.Fatalf("missing %d, allocated %d bytes", p.Missing, alloc)
+		// Entries of one blob block and 15 distinct others, a 1-byte blob.
+		seed := &digestStream{n: 1 << 20}
+		for f := 0; f < frames; f++ {
+			m := Mixed{Frame: f, Digests: make([]byte, k*IDSize), Blocks: []uint16{0}, Blob: []byte{0}}
+			if x.AppendixSize()+4+m.EncodedSize() > MaxAppendixBytes {
+				break
+			}
+			if found {
+				// Block 0 from the blob, the others the seed's next ones.
+				rnd.Read(m.Digests[:IDSize])
+				if _, err := io.ReadFull(seed, m.Digests[IDSize:]); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				rnd.Read(m.Digests)
+			}
+			x.Frames[f].ID = WindowID(m.Digests)
+			x.Mixed = append(x.Mixed, m)
+		}
+		if err := x.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		p, err := NewPlan(context.Background(), x, []Seed{{Digests: &digestStream{n: 1 << 20}, Blocks: 1 << 20}}, DefaultOptions())
+		runtime.ReadMemStats(&after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alloc := after.TotalAlloc - before.TotalAlloc
+		t.Logf("planning 4 GiB with a %d-byte appendix of %d frames (%d blocks to find, found: %v) allocated %.1f MiB; %d frames assembled",
+			x.AppendixSize(), len(x.Mixed), len(x.Mixed)*(k-1), found, float64(alloc)/(1<<20), p.Assembled)
+		want := 0
+		if found {
+			want = len(x.Mixed)
+		}
+		// All that planning allocates bounds its peak heap: with the
+		// index itself (about 11 MiB here) and the install's buffers,
+		// well under the install's 64 MiB.
+		if p.Assembled != want || p.Missing != frames-want || alloc > 32<<20 {
+			t.Fatalf("found %v: %d assembled, %d missing, allocated %d bytes", found, p.Assembled, p.Missing, alloc)
+		}
 	}
 }

@@ -286,3 +286,18 @@ func TestDirectIOKey(t *testing.T) {
 		t.Errorf("direct_io = \"yes\": %v", err)
 	}
 }
+
+// huge_pages is on unless set false, and a boolean.
+func TestHugePagesKey(t *testing.T) {
+	t.Parallel()
+	base := "metadata_base_url = \"https://u.example/m\"\ntargets_base_url = \"https://u.example/t\"\n"
+	for text, want := range map[string]bool{"": true, "huge_pages = true\n": true, "huge_pages = false\n": false} {
+		c, err := ParseConfig("u.toml", []byte(base+text))
+		if err != nil || c.WantsHugePages() != want {
+			t.Errorf("%q: %v %v", text, c, err)
+		}
+	}
+	if _, err := ParseConfig("u.toml", []byte(base+"huge_pages = 1\n")); err == nil || !strings.Contains(err.Error(), "huge_pages") {
+		t.Errorf("huge_pages = 1: %v", err)
+	}
+}

@@ -85,10 +85,11 @@ func openSource(ctx context.Context, r io.Reader, codec Codec, in, out int64, wo
 }
 
 // openSourceAt is openSource going on from a restart point whose codec
-// state (restartPoint.codec) is state. checked says every byte of the
-// output is checked against a signed hash as it is written (the root,
-// against its dm-verity tree): then zstd's own frame checksums, a weaker
-// check of the same bytes, are not computed.
+// state (restartPoint.codec) is state. checked says the output is checked
+// against a signed hash as it is written (the root's data blocks, against
+// its dm-verity tree; the compressed bytes are always checked against
+// their signed sha256): then zstd's own frame checksums, a weaker check
+// of the same bytes, are not computed.
 func openSourceAt(ctx context.Context, r io.Reader, codec Codec, in, out int64, state []byte, workers int, snap snapshotFunc, checked bool) (*decoded, error) {
 	if codec == "" {
 		head := make([]byte, peekBytes)

@@ -8,6 +8,10 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/updog/updog/gptprio"
+	"github.com/updog/updog/manifest"
+	"github.com/updog/updog/repo"
 )
 
 type discardAt struct{ n int64 }
@@ -144,5 +148,39 @@ func TestZstdChecksumOnlyWhereUnchecked(t *testing.T) {
 				t.Errorf("%s, unchecked output: a wrong checksum went through", name)
 			}
 		}
+	}
+}
+
+// TestZstdChecksumInstall: through an install, a signed release whose
+// root image's last zstd checksum is wrong installs (its every data
+// block is checked against the dm-verity tree as it is written), and one
+// whose boot image's is wrong is refused as corrupt (nothing else checks
+// the boot image's output), with the active set untouched.
+func TestZstdChecksumInstall(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{KindRoot, KindBoot} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t)
+			f.codec = CodecZstd
+			r := f.addRelease("1.1.0", func(u *manifest.Update, files map[string][]byte) {
+				name := map[string]string{KindRoot: u.Images.Root, KindBoot: u.Images.Boot}[kind]
+				files[name][len(files[name])-1] ^= 0xff
+			})
+			f.publish(repo.Options{})
+			before := f.snapshotActive()
+			_, err := f.updater().Update(context.Background(), UpdateOptions{Apply: true})
+			if kind == KindRoot {
+				if err != nil {
+					t.Fatalf("a root whose output the tree checks: %v", err)
+				}
+				f.assertSetHolds(gptprio.SetB, r)
+				return
+			}
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("a boot image with a wrong checksum: %v", err)
+			}
+			f.assertSafe(before)
+		})
 	}
 }

@@ -627,6 +627,8 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 			var berr error
 			if readBehindN, berr = behind.close(); berr != nil && ctx.Err() == nil {
 				check.Close()
+				s.u.o.Progress.Start(KindRoot, "verify", w.n)
+				s.u.o.Progress.Done(KindRoot, berr)
 				return nil, fmt.Errorf("%w: reading back the root partition as it was written: %w", ErrCorrupt, berr)
 			}
 		}

@@ -42,8 +42,6 @@ import (
 	"runtime/debug"
 	"syscall"
 	"time"
-
-	"github.com/updog/updog/internal/hugeheap"
 )
 
 // memoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT says
@@ -52,7 +50,7 @@ import (
 // collector return memory sooner on small hosts.
 const memoryLimit = 48 << 20
 
-// hugeHeap is the heap updog advises for huge pages at start: about what
+// hugeHeap is the heap updog advises for huge pages (huge_pages): about what
 // an install uses.
 const hugeHeap = 48 << 20
 
@@ -60,9 +58,6 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(memoryLimit)
 	}
-	// The heap in huge pages: far fewer page faults for an install's
-	// working set (see hugeheap).
-	hugeheap.Advise(hugeHeap)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, env{now: time.Now}))

@@ -12,7 +12,10 @@ const hugePage = 2 << 20
 
 // Advise reserves n bytes of heap advised for huge pages (see the package
 // documentation). It returns the bytes advised: 0 where the kernel refused
-// (no transparent huge pages) or n is under two huge pages.
+// (built without transparent huge pages) or n is under two huge pages.
+// Advised is not granted: with transparent_hugepage/enabled at "never",
+// or no huge page free when a page is touched, the kernel uses small
+// pages as before.
 func Advise(n int) int {
 	_, m := advise(n)
 	return m

@@ -3,7 +3,9 @@ package updater
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -219,5 +221,85 @@ func TestDeltaAttackAppendixBlock(t *testing.T) {
 	}
 	if len(cw.bad) != 0 || cw.writes == 0 {
 		t.Errorf("%d writes, of other bytes than the release's at %v", cw.writes, cw.bad)
+	}
+}
+
+// changedAt is a seed that reads one byte other than it was when the plan
+// was made: a seed block that changed between planning and assembly.
+type changedAt struct {
+	r  io.ReaderAt
+	at int64
+}
+
+func (c changedAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	if c.at >= off && c.at < off+int64(n) {
+		p[c.at-off] ^= 0x40
+	}
+	return n, err
+}
+
+// TestDeltaAssembleSeedChanges: a frame planned to be assembled from the
+// active root's blocks is refused, not made, when one of those blocks
+// reads back other than planned (the executor then fetches it); as
+// planned, it is the release's frame byte for byte.
+func TestDeltaAssembleSeedChanges(t *testing.T) {
+	t.Parallel()
+	a, b, fb := metaUpdate(t, 8<<20)
+	var seek bytes.Buffer
+	w, err := image.NewSeekableWriter(&seek, image.SeekableOptions{Salt: deltaSalt, FileBlocks: fb, AppendixMax: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	x, err := w.Index("root.seek.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	digs := x.NewHasher().AppendDigests(nil, a)
+	p, err := delta.NewPlan(context.Background(), x, []delta.Seed{{Digests: bytes.NewReader(digs), Blocks: int64(len(a) / delta.BlockSize)}},
+		delta.DefaultOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Assemblies) == 0 {
+		t.Fatalf("no frame assembled: %d mixed, %d copied, %d missing of %d", len(x.Mixed), p.Copied, p.Missing, len(x.Frames))
+	}
+	as := p.Assemblies[0]
+	seedAt := int64(-1)
+	for _, pt := range as.Parts {
+		if pt.Seed == 0 {
+			seedAt = pt.Offset + 100
+			break
+		}
+	}
+	if seedAt < 0 {
+		t.Fatalf("frame %d takes no block from the seed", as.Frame)
+	}
+	dec, err := delta.NewFrameDecoder(x.FrameSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	fs := int64(x.FrameSize)
+	for _, changed := range []bool{false, true} {
+		var seed io.ReaderAt = bytes.NewReader(a)
+		if changed {
+			seed = changedAt{seed, seedAt}
+		}
+		e := &deltaExec{x: x, p: p, seeds: []io.ReaderAt{seed}, h: x.NewHasher(), dec: dec, buf: make([]byte, x.FrameSize)}
+		got, err := e.assemble(as.Frame, fs)
+		if changed {
+			if !errors.Is(err, delta.ErrMismatch) {
+				t.Fatalf("a seed block changed: %v", err)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(got, b[int64(as.Frame)*fs:int64(as.Frame+1)*fs]) {
+			t.Fatalf("as planned: %v", err)
+		}
 	}
 }

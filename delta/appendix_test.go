@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand"
 	"os"
 	"reflect"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -345,20 +343,13 @@ func TestMatchMemoryAppendix(t *testing.T) {
 	if testing.Short() {
 		t.Skip("hashes 1M windows")
 	}
-	const frames = 65536
 	k := DefaultFrameSize / BlockSize
 	// found: every block an entry needs from a seed is in the seed, so
 	// every entry's frame is assembled and its parts held (the worst case
 	// for the plan's memory); else none is.
 	for _, found := range []bool{false, true} {
-		x := &Index{BlockSize: BlockSize, FrameSize: DefaultFrameSize, Hash: HashSHA256, ImageSize: frames * DefaultFrameSize,
-			Seekable: File{Name: "s", Length: frames * 30000}}
-		x.Frames = make([]Frame, frames)
-		rnd := rand.New(rand.NewSource(1))
-		for i := range x.Frames {
-			rnd.Read(x.Frames[i].ID[:])
-			x.Frames[i].CLen = 30000
-		}
+		x, rnd := index4GiB()
+		frames := len(x.Frames)
 		// Entries of one blob block and 15 distinct others, a 1-byte blob.
 		seed := &digestStream{n: 1 << 20}
 		for f := 0; f < frames; f++ {
@@ -381,15 +372,7 @@ func TestMatchMemoryAppendix(t *testing.T) {
 		if err := x.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		p, err := NewPlan(context.Background(), x, []Seed{{Digests: &digestStream{n: 1 << 20}, Blocks: 1 << 20}}, DefaultOptions())
-		runtime.ReadMemStats(&after)
-		if err != nil {
-			t.Fatal(err)
-		}
-		alloc := after.TotalAlloc - before.TotalAlloc
+		p, alloc := planAgainst4GiB(t, x)
 		t.Logf("planning 4 GiB with a %d-byte appendix of %d frames (%d blocks to find, found: %v) allocated %.1f MiB; %d frames assembled",
 			x.AppendixSize(), len(x.Mixed), len(x.Mixed)*(k-1), found, float64(alloc)/(1<<20), p.Assembled)
 		want := 0

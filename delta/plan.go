@@ -433,6 +433,7 @@ func (t *blockTable) see(si int, target bool, off int64, d []byte) {
 // Assemble frames, and returns their assemblies.
 func (t *blockTable) assemble(src []Source) []Assembly {
 	var asm []Assembly
+	var scratch []Part // the parts of the frame at hand
 	x := t.x
 	for mi, m := range x.Mixed {
 		if src[m.Frame].Kind != Missing {
@@ -457,18 +458,18 @@ func (t *blockTable) assemble(src []Source) []Assembly {
 			}
 			return Part{}, false
 		}
-		k := len(m.Digests) / IDSize
-		ok := true
-		for b := 0; b < k && ok; b++ {
-			_, ok = part(b)
+		scratch = scratch[:0]
+		for b := 0; b < len(m.Digests)/IDSize; b++ {
+			p, ok := part(b)
+			if !ok {
+				break
+			}
+			scratch = append(scratch, p)
 		}
-		if !ok {
+		if len(scratch) != len(m.Digests)/IDSize {
 			continue
 		}
-		parts := make([]Part, k)
-		for b := range parts {
-			parts[b], _ = part(b)
-		}
+		parts := slices.Clone(scratch)
 		src[m.Frame] = Source{Kind: Assemble}
 		asm = append(asm, Assembly{Frame: m.Frame, Mixed: mi, Parts: parts})
 	}

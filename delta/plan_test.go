@@ -343,6 +343,17 @@ func TestMatchMemory4GiB(t *testing.T) {
 	if testing.Short() {
 		t.Skip("hashes 1M windows")
 	}
+	x, _ := index4GiB()
+	p, alloc := planAgainst4GiB(t, x)
+	t.Logf("planning 4 GiB against a 4 GiB seed allocated %.1f MiB", float64(alloc)/(1<<20))
+	if p.Missing != len(x.Frames) || alloc > 16<<20 {
+		t.Fatalf("missing %d, allocated %d bytes", p.Missing, alloc)
+	}
+}
+
+// index4GiB is the index of a 4 GiB image of 65536 frames of random ids,
+// and the generator that made them.
+func index4GiB() (*Index, *rand.Rand) {
 	const frames = 65536
 	x := &Index{BlockSize: BlockSize, FrameSize: DefaultFrameSize, Hash: HashSHA256, ImageSize: frames * DefaultFrameSize,
 		Seekable: File{Name: "s", Length: frames * 30000}}
@@ -352,6 +363,13 @@ func TestMatchMemory4GiB(t *testing.T) {
 		rnd.Read(x.Frames[i].ID[:])
 		x.Frames[i].CLen = 30000
 	}
+	return x, rnd
+}
+
+// planAgainst4GiB plans x against a 4 GiB seed (1M block digests,
+// streamed), returning the plan and all that planning allocated.
+func planAgainst4GiB(t *testing.T, x *Index) (*Plan, uint64) {
+	t.Helper()
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -360,9 +378,5 @@ func TestMatchMemory4GiB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alloc := after.TotalAlloc - before.TotalAlloc
-	t.Logf("planning 4 GiB against a 4 GiB seed allocated %.1f MiB", float64(alloc)/(1<<20))
-	if p.Missing != frames || alloc > 16<<20 {
-		t.Fatalf("missing %d, allocated %d bytes", p.Missing, alloc)
-	}
+	return p, after.TotalAlloc - before.TotalAlloc
 }

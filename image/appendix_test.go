@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/updog/updog/delta"
@@ -33,6 +34,11 @@ func TestHashFileBlocks(t *testing.T) {
 		}
 	}
 	if err := os.Symlink("/a/target/that/is/metadata", filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	// A FIFO in the tree is not a file's data, and is never opened (it
+	// would block).
+	if err := syscall.Mkfifo(filepath.Join(dir, "d", "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	fb, err := HashFileBlocks(context.Background(), dir, salt, delta.BlockSize, 3)

@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"github.com/updog/updog/delta"
+	"github.com/updog/updog/internal/safefile"
 	"github.com/updog/updog/verity"
 )
 
@@ -250,7 +251,7 @@ func HashFileBlocks(ctx context.Context, dir string, salt []byte, blockSize, wor
 			var d []byte
 			for p := range paths {
 				err := func() error {
-					f, err := os.Open(p)
+					f, err := safefile.Open(p, os.O_RDONLY, 0)
 					if err != nil {
 						return err
 					}

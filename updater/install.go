@@ -542,6 +542,8 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	var sums *writtenSums // the root's, when this run wrote all of it
 	// What its read-behind read back and found right.
 	var readBehindN int64
+	// The partitions as read back from the disk (readBack), by kind.
+	back := map[string]io.ReaderAt{}
 	for _, img := range plan.Images {
 		if done, err := s.deltaStep(ctx, c, plan, img, parts, cp, save, got, &params, &rootHash); err != nil {
 			return nil, err
@@ -606,8 +608,8 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 			}
 		}
 		// The root this run writes whole is read back as it is synced
-		// (readBehind), while the rest downloads.
-		// A difference found there stops the install at once.
+		// (readBehind), while the rest downloads; a difference found
+		// there stops the install at once.
 		var behind *readBehind
 		wctx := ctx
 		if sums != nil && img.Kind == KindRoot {
@@ -617,6 +619,7 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 				return nil, err
 			}
 			defer closeBack()
+			back[KindRoot] = r
 			var stop context.CancelCauseFunc
 			wctx, stop = context.WithCancelCause(ctx)
 			defer stop(nil)
@@ -655,8 +658,10 @@ func (s *session) installFrom(ctx context.Context, c *tufclient.Client, plan *Pl
 	}
 	root := got[KindRoot]
 	// Read everything back from the disk and verify it again.
-	back := map[string]io.ReaderAt{}
 	for kind, p := range parts {
+		if back[kind] != nil {
+			continue // opened for the read-behind
+		}
 		r, closeBack, err := readBack(p)
 		if err != nil {
 			return nil, err

@@ -101,9 +101,10 @@ func fleetFixture(t *testing.T, slots int) (*fixture, *fakeLock) {
 	l := &fakeLock{slots: slots, holders: map[string]bool{}}
 	srv := httptest.NewServer(l)
 	t.Cleanup(srv.Close)
-	// Refusals are asked again (1ms apart, see lockUpdater) for 30ms, not
-	// the default minutes.
-	f.cfg.Reboot = RebootConfig{Strategy: StrategyFleetLock, FleetLockURL: srv.URL, FleetLockWait: &Duration{30 * time.Millisecond}}
+	// Refusals are asked again (1ms apart, see lockUpdater) for 250ms, not
+	// the default minutes: long enough for a second request on a loaded
+	// two-core machine under -race (30ms once let only one through).
+	f.cfg.Reboot = RebootConfig{Strategy: StrategyFleetLock, FleetLockURL: srv.URL, FleetLockWait: &Duration{250 * time.Millisecond}}
 	if err := f.cfg.Reboot.fill(); err != nil {
 		t.Fatal(err)
 	}
